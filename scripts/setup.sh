@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One idempotent set-up step, run first by both `npm run demo` and `npm test`:
+#   1. libtorch: LIBTORCH / LIBTORCH_USE_PYTORCH=1 / system libtorch-dev (installed via apt when root)
+#   2. npm dependencies (npm ci) when node_modules is missing or older than package-lock.json
+#   3. the native addon (rebuilt only when its sources or the chosen libtorch changed)
+# Takes a second or two when everything is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! node native/find-libtorch.mjs json >/dev/null 2>&1; then
+  if [ -n "${LIBTORCH:-}" ] || [ "${LIBTORCH_USE_PYTORCH:-}" = "1" ]; then
+    node native/find-libtorch.mjs json || true
+    echo "flexvid: the libtorch you configured (LIBTORCH / LIBTORCH_USE_PYTORCH) was not usable; see above." >&2
+    exit 1
+  fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "flexvid: installing Debian's libtorch-dev (one time, a few minutes)…" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtorch-dev >&2
+  else
+    echo "flexvid: libtorch not found. Install it with:" >&2
+    echo "  sudo apt-get install -y libtorch-dev" >&2
+    echo "or point LIBTORCH at a libtorch folder, or set LIBTORCH_USE_PYTORCH=1 to use your Python torch." >&2
+    exit 1
+  fi
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "flexvid: installing npm dependencies…" >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
+fi
+
+node native/build.mjs

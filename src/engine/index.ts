@@ -1,0 +1,16 @@
+/**
+ * flexvid's tensor engine: libtorch through a thin Node-API binding.
+ * See docs/engine.md for the memory model (tidy / dispose / using) and conventions.
+ */
+import * as os from 'node:os';
+import { native } from './native.ts';
+
+export { Tensor, Generator, TorchError, call as atenCall, type Shape, type TensorOptions, type Scalar, type TensorOrScalar } from './tensor.ts';
+export * from './ops.ts';
+export { tidy, keep, disposeAll, scopeDepth } from './scope.ts';
+export { type DType, itemSize, isFloating, MemoryFormat, type MemoryFormatName } from './dtype.ts';
+
+// libtorch may start with a single intra-op thread when OpenMP sees no hint; default to every core
+// unless the user chose (OMP_NUM_THREADS / FLEXVID_THREADS).
+const requested = Number(process.env.FLEXVID_THREADS ?? process.env.OMP_NUM_THREADS ?? NaN);
+native.setNumThreads(Number.isInteger(requested) && requested > 0 ? requested : os.availableParallelism());

@@ -1,0 +1,91 @@
+/**
+ * Loads the libtorch binding (native/build/Release/flexvid.node). When it is missing the error
+ * says what was looked for and the exact command that builds it.
+ */
+import { createRequire } from 'node:module';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Opaque handle of a native tensor (a Napi::External). */
+export type NativeTensor = { readonly __nativeTensor: unique symbol };
+/** Opaque handle of a native random generator. */
+export type NativeGenerator = { readonly __nativeGenerator: unique symbol };
+
+export interface NativeBinding {
+  resolveOp(name: string): number;
+  opSchema(id: number): string;
+  callOp(id: number, args: unknown[]): unknown;
+  hasOp(name: string): boolean;
+  fromBytes(bytes: ArrayBufferView, shape: number[], dtype: number): NativeTensor;
+  toBytes(t: NativeTensor): ArrayBuffer;
+  copyInto(t: NativeTensor, bytes: ArrayBufferView): void;
+  meta(t: NativeTensor): [number[], number, string, boolean, boolean];
+  strides(t: NativeTensor): number[];
+  isContiguousIn(t: NativeTensor, memoryFormat: number): boolean;
+  free(t: NativeTensor): void;
+  isFreed(t: NativeTensor): boolean;
+  sameTensor(a: NativeTensor, b: NativeTensor): boolean;
+  liveCount(): number;
+  liveBytes(): { cpu: number; cuda: number };
+  setRequiresGrad(t: NativeTensor, v: boolean): void;
+  grad(t: NativeTensor): NativeTensor | null;
+  setGrad(t: NativeTensor, g: NativeTensor | null): void;
+  backward(ts: NativeTensor[], grads: (NativeTensor | null)[] | null, retainGraph: boolean, createGraph: boolean): void;
+  autogradGrad(
+    outputs: NativeTensor[],
+    inputs: NativeTensor[],
+    gradOutputs: NativeTensor[] | null,
+    retainGraph: boolean,
+    createGraph: boolean,
+    allowUnused: boolean,
+  ): (NativeTensor | null)[];
+  isGradEnabled(): boolean;
+  setGradEnabled(v: boolean): void;
+  pushInferenceMode(): void;
+  popInferenceMode(): void;
+  isInferenceTensor(t: NativeTensor): boolean;
+  newGenerator(seed: number, device: string): NativeGenerator;
+  generatorGetState(g: NativeGenerator): NativeTensor;
+  generatorSetState(g: NativeGenerator, state: NativeTensor): void;
+  manualSeed(seed: number): void;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  cudaAvailable(): boolean;
+  cudaDeviceCount(): number;
+  version(): { torch: string; cuda: boolean; mkldnn: boolean; openmp: boolean; parallel: string };
+  distributedAvailable(): boolean;
+  [k: string]: unknown;
+}
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+function load(): NativeBinding {
+  const candidates = [
+    process.env.FLEXVID_NATIVE,
+    path.join(root, 'native', 'build', 'Release', 'flexvid.node'),
+  ].filter((p): p is string => !!p);
+  const require = createRequire(import.meta.url);
+  const problems: string[] = [];
+  for (const file of candidates) {
+    if (!fs.existsSync(file)) {
+      problems.push(`${file}: not built`);
+      continue;
+    }
+    try {
+      return require(file) as NativeBinding;
+    } catch (e) {
+      problems.push(`${file}: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(
+    'flexvid: the libtorch binding could not be loaded.\n  - ' +
+      problems.join('\n  - ') +
+      '\nPossible solutions:\n' +
+      '  npm run setup                  # installs libtorch-dev when missing and builds the addon\n' +
+      '  node native/build.mjs --force  # rebuild after changing LIBTORCH / LIBTORCH_USE_PYTORCH',
+  );
+}
+
+/** The loaded binding (loaded once, on first import of the engine). */
+export const native: NativeBinding = load();

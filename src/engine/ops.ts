@@ -1,0 +1,467 @@
+/**
+ * Tensor creation and functional operations (the `torch.*` / `torch.nn.functional.*` surface).
+ * Shapes follow PyTorch: images `[N, C, H, W]`, volumes `[N, C, D, H, W]`.
+ */
+import { native } from './native.ts';
+import { dtypeCode, dtypeOfArray, type DType, type NumericArray } from './dtype.ts';
+import { call, callMany, callRaw, Generator, Tensor, TorchError, type Shape, type TensorOptions } from './tensor.ts';
+
+const cpuFloat = (o: TensorOptions = {}) => [dtypeCode(o.dtype ?? 'float32'), null, o.device ?? null, null] as const;
+
+function numelOf(shape: Shape): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new TorchError(`invalid shape [${shape.join(', ')}]`);
+    n *= d;
+  }
+  return n;
+}
+
+// --------------------------------------------------------------------------------------------
+// Creation
+
+/**
+ * Tensor from a typed array (copied) or a (nested) number array.
+ * `shape` defaults to the array's length (or nesting); `dtype` defaults to the array's type
+ * (float32 for plain number arrays) and converts when different.
+ */
+export function tensor(data: NumericArray | number[] | number[][] | number[][][] | boolean[], opts: TensorOptions & { shape?: Shape } = {}): Tensor {
+  let arr: NumericArray;
+  let shape: number[];
+  if (ArrayBuffer.isView(data)) {
+    arr = data;
+    shape = opts.shape ? [...opts.shape] : [data.length];
+  } else {
+    const inferred: number[] = [];
+    let probe: unknown = data;
+    while (Array.isArray(probe)) {
+      inferred.push(probe.length);
+      probe = probe[0];
+    }
+    const flat = (data as unknown[]).flat(Infinity) as (number | boolean)[];
+    arr = typeof flat[0] === 'boolean' ? Uint8Array.from(flat as boolean[], (b) => (b ? 1 : 0)) : Float32Array.from(flat as number[]);
+    shape = opts.shape ? [...opts.shape] : inferred;
+    if (typeof flat[0] === 'boolean' && opts.dtype === undefined) opts = { ...opts, dtype: 'bool' };
+  }
+  if (numelOf(shape) !== arr.length) throw new TorchError(`tensor(): ${arr.length} values do not fill shape [${shape.join(', ')}]`);
+  const own = dtypeOfArray(arr);
+  let t = new Tensor(native.fromBytes(arr, shape, dtypeCode(own)));
+  if ((opts.dtype !== undefined && opts.dtype !== own) || (opts.device !== undefined && opts.device !== 'cpu')) {
+    const moved = t.to({ dtype: opts.dtype ?? own, device: opts.device });
+    t.dispose();
+    t = moved;
+  }
+  return t;
+}
+
+/** Tensor over raw little-endian bytes with the given dtype and shape (copied). */
+export function fromBytes(bytes: Uint8Array, shape: Shape, dtype: DType): Tensor {
+  return new Tensor(native.fromBytes(bytes, [...shape], dtypeCode(dtype)));
+}
+
+/** Scalar (0-d) tensor. */
+export function scalarTensor(v: number, opts: TensorOptions = {}): Tensor {
+  return call('scalar_tensor', v, ...cpuFloat(opts));
+}
+
+export function zeros(shape: Shape, opts: TensorOptions = {}): Tensor {
+  return call('zeros', shape, ...cpuFloat(opts));
+}
+
+export function ones(shape: Shape, opts: TensorOptions = {}): Tensor {
+  return call('ones', shape, ...cpuFloat(opts));
+}
+
+export function full(shape: Shape, value: number, opts: TensorOptions = {}): Tensor {
+  return call('full', shape, value, ...cpuFloat(opts));
+}
+
+export function empty(shape: Shape, opts: TensorOptions = {}): Tensor {
+  return call('empty.memory_format', shape, ...cpuFloat(opts), null);
+}
+
+export function zerosLike(t: Tensor): Tensor {
+  return call('zeros_like', t, null, null, null, null, null);
+}
+
+export function onesLike(t: Tensor): Tensor {
+  return call('ones_like', t, null, null, null, null, null);
+}
+
+export function fullLike(t: Tensor, value: number): Tensor {
+  return call('full_like', t, value, null, null, null, null, null);
+}
+
+/** Values start, start+step, … < end. Default dtype int64 for integer arguments, float32 otherwise. */
+export function arange(start: number, end?: number, step = 1, opts: TensorOptions = {}): Tensor {
+  if (end === undefined) {
+    end = start;
+    start = 0;
+  }
+  const integral = Number.isInteger(start) && Number.isInteger(end) && Number.isInteger(step);
+  const dtype = opts.dtype ?? (integral ? 'int64' : 'float32');
+  return call('arange.start_step', start, end, step, dtypeCode(dtype), null, opts.device ?? null, null);
+}
+
+export function linspace(start: number, end: number, steps: number, opts: TensorOptions = {}): Tensor {
+  return call('linspace', start, end, steps, ...cpuFloat(opts));
+}
+
+export function eye(n: number, opts: TensorOptions = {}): Tensor {
+  return call('eye', n, ...cpuFloat(opts));
+}
+
+// --------------------------------------------------------------------------------------------
+// Random (always from an explicit generator when reproducibility matters)
+
+export function rand(shape: Shape, generator?: Generator, opts: TensorOptions = {}): Tensor {
+  return call('rand.generator', shape, generator?.handle ?? null, ...cpuFloat(opts));
+}
+
+export function randn(shape: Shape, generator?: Generator, opts: TensorOptions = {}): Tensor {
+  return call('randn.generator', shape, generator?.handle ?? null, ...cpuFloat(opts));
+}
+
+/** Integers uniform in [low, high). */
+export function randint(low: number, high: number, shape: Shape, generator?: Generator, opts: TensorOptions = {}): Tensor {
+  return call('randint.low_generator', low, high, shape, generator?.handle ?? null, dtypeCode(opts.dtype ?? 'int64'), null, opts.device ?? null, null);
+}
+
+/** Random permutation of 0..n-1 (int64). */
+export function randperm(n: number, generator?: Generator, opts: TensorOptions = {}): Tensor {
+  return call('randperm.generator', n, generator?.handle ?? null, dtypeCode(opts.dtype ?? 'int64'), null, opts.device ?? null, null);
+}
+
+/** Draw `numSamples` category indices per row of non-negative `weights`. */
+export function multinomial(weights: Tensor, numSamples: number, replacement = false, generator?: Generator): Tensor {
+  return call('multinomial', weights, numSamples, replacement, generator?.handle ?? null);
+}
+
+export function randnLike(t: Tensor, generator?: Generator): Tensor {
+  return randn(t.shape, generator, { dtype: t.dtype, device: t.device });
+}
+
+/** Seed the global default CPU generator (prefer explicit Generators). */
+export function manualSeed(seed: number): void {
+  native.manualSeed(seed);
+}
+
+// --------------------------------------------------------------------------------------------
+// Joining
+
+export function cat(tensors: Tensor[], dim = 0): Tensor {
+  return call('cat', tensors, dim);
+}
+
+export function stack(tensors: Tensor[], dim = 0): Tensor {
+  return call('stack', tensors, dim);
+}
+
+/** where(condition, a, b): elementwise choice. */
+export function where(condition: Tensor, a: Tensor, b: Tensor): Tensor {
+  return call('where.self', condition, a, b);
+}
+
+// --------------------------------------------------------------------------------------------
+// Linear algebra
+
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  return call('matmul', a, b);
+}
+
+export function bmm(a: Tensor, b: Tensor): Tensor {
+  return call('bmm', a, b);
+}
+
+/** beta * input + alpha * (b1 @ b2), batched. */
+export function baddbmm(input: Tensor, b1: Tensor, b2: Tensor, beta = 1, alpha = 1): Tensor {
+  return call('baddbmm', input, b1, b2, beta, alpha);
+}
+
+export function einsum(equation: string, operands: Tensor[]): Tensor {
+  return call('einsum', equation, operands, null);
+}
+
+/** Symmetric eigendecomposition (ascending eigenvalues). Use float64 for metrics. */
+export function eigh(a: Tensor, uplo: 'L' | 'U' = 'L'): { values: Tensor; vectors: Tensor } {
+  const [values, vectors] = callMany('linalg_eigh', a, uplo);
+  return { values: values!, vectors: vectors! };
+}
+
+// --------------------------------------------------------------------------------------------
+// Neural-network functions
+
+/** x @ weightᵀ + bias. Shape: x `[..., in]`, weight `[out, in]`, bias `[out]`. */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  return call('linear', x, weight, bias ?? null);
+}
+
+type IntOrPair = number | number[];
+
+export interface ConvOptions {
+  stride?: IntOrPair;
+  padding?: IntOrPair;
+  dilation?: IntOrPair;
+  groups?: number;
+}
+
+function rep(v: IntOrPair | undefined, n: number, dflt: number): number[] {
+  if (v === undefined) return new Array(n).fill(dflt);
+  return typeof v === 'number' ? new Array(n).fill(v) : v;
+}
+
+/** 1-D convolution. Shape: x `[N, C, L]`, weight `[O, C/groups, k]`. */
+export function conv1d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvOptions = {}): Tensor {
+  return call('conv1d', x, weight, bias ?? null, rep(o.stride, 1, 1), rep(o.padding, 1, 0), rep(o.dilation, 1, 1), o.groups ?? 1);
+}
+
+/** 2-D convolution. Shape: x `[N, C, H, W]`, weight `[O, C/groups, kh, kw]`. */
+export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvOptions = {}): Tensor {
+  return call('conv2d', x, weight, bias ?? null, rep(o.stride, 2, 1), rep(o.padding, 2, 0), rep(o.dilation, 2, 1), o.groups ?? 1);
+}
+
+/** 3-D convolution. Shape: x `[N, C, D, H, W]`, weight `[O, C/groups, kd, kh, kw]`. */
+export function conv3d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvOptions = {}): Tensor {
+  return call('conv3d', x, weight, bias ?? null, rep(o.stride, 3, 1), rep(o.padding, 3, 0), rep(o.dilation, 3, 1), o.groups ?? 1);
+}
+
+export interface ConvTransposeOptions extends ConvOptions {
+  outputPadding?: IntOrPair;
+}
+
+/** Transposed 2-D convolution. weight `[C, O/groups, kh, kw]`. */
+export function convTranspose2d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvTransposeOptions = {}): Tensor {
+  return call('conv_transpose2d.input', x, weight, bias ?? null, rep(o.stride, 2, 1), rep(o.padding, 2, 0), rep(o.outputPadding, 2, 0), o.groups ?? 1, rep(o.dilation, 2, 1));
+}
+
+/** Transposed 3-D convolution. weight `[C, O/groups, kd, kh, kw]`. */
+export function convTranspose3d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvTransposeOptions = {}): Tensor {
+  return call('conv_transpose3d.input', x, weight, bias ?? null, rep(o.stride, 3, 1), rep(o.padding, 3, 0), rep(o.outputPadding, 3, 0), o.groups ?? 1, rep(o.dilation, 3, 1));
+}
+
+/** Group normalisation over `[N, C, *]` with `groups` groups (eps 1e-5 default). */
+export function groupNorm(x: Tensor, groups: number, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+  return call('group_norm', x, groups, weight ?? null, bias ?? null, eps, true);
+}
+
+/** Layer normalisation over the trailing `normalizedShape` dims. */
+export function layerNorm(x: Tensor, normalizedShape: Shape, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+  return call('layer_norm', x, normalizedShape, weight ?? null, bias ?? null, eps, true);
+}
+
+/** Dropout with probability p when `train` (uses the global generator; pass p = 0 to disable). */
+export function dropout(x: Tensor, p: number, train: boolean): Tensor {
+  if (!train || p === 0) return x.clone();
+  return call('dropout', x, p, train);
+}
+
+export function softmax(x: Tensor, dim: number): Tensor {
+  return x.softmax(dim);
+}
+
+export function logSoftmax(x: Tensor, dim: number): Tensor {
+  return x.logSoftmax(dim);
+}
+
+export function silu(x: Tensor): Tensor {
+  return x.silu();
+}
+
+export function gelu(x: Tensor): Tensor {
+  return x.gelu();
+}
+
+export function relu(x: Tensor): Tensor {
+  return x.relu();
+}
+
+export type InterpolateMode = 'nearest' | 'bilinear' | 'trilinear';
+
+/**
+ * Resize `[N, C, H, W]` (nearest, bilinear) or `[N, C, D, H, W]` (nearest, trilinear) to `size`
+ * or by `scale`. Bilinear follows PyTorch's `align_corners` semantics.
+ */
+export function interpolate(x: Tensor, o: { size?: number[]; scale?: number; mode?: InterpolateMode; alignCorners?: boolean }): Tensor {
+  const mode = o.mode ?? 'nearest';
+  const spatial = x.ndim - 2;
+  // libtorch wants exactly one of an output size and scale factors.
+  const size = o.size ?? null;
+  const scales = o.size ? null : new Array(spatial).fill(o.scale ?? 1);
+  if (mode === 'nearest') {
+    if (spatial === 1) return call('upsample_nearest1d.vec', x, size, scales);
+    if (spatial === 2) return call('upsample_nearest2d.vec', x, size, scales);
+    return call('upsample_nearest3d.vec', x, size, scales);
+  }
+  const align = o.alignCorners ?? false;
+  if (mode === 'bilinear') {
+    if (spatial !== 2) throw new TorchError(`interpolate: bilinear needs [N, C, H, W], got ${x}`);
+    return call('upsample_bilinear2d.vec', x, size, align, scales);
+  }
+  if (spatial !== 3) throw new TorchError(`interpolate: trilinear needs [N, C, D, H, W], got ${x}`);
+  return call('upsample_trilinear3d.vec', x, size, align, scales);
+}
+
+export interface PoolOptions {
+  stride?: IntOrPair;
+  padding?: IntOrPair;
+  ceilMode?: boolean;
+}
+
+export function avgPool2d(x: Tensor, kernel: IntOrPair, o: PoolOptions = {}): Tensor {
+  const k = rep(kernel, 2, 1);
+  return call('avg_pool2d', x, k, rep(o.stride, 2, 0).some((s) => s === 0) ? k : rep(o.stride, 2, 1), rep(o.padding, 2, 0), o.ceilMode ?? false, true, null);
+}
+
+export function avgPool3d(x: Tensor, kernel: IntOrPair, o: PoolOptions = {}): Tensor {
+  const k = rep(kernel, 3, 1);
+  return call('avg_pool3d', x, k, o.stride === undefined ? k : rep(o.stride, 3, 1), rep(o.padding, 3, 0), o.ceilMode ?? false, true, null);
+}
+
+export function maxPool2d(x: Tensor, kernel: IntOrPair, o: PoolOptions = {}): Tensor {
+  const k = rep(kernel, 2, 1);
+  return call('max_pool2d', x, k, o.stride === undefined ? k : rep(o.stride, 2, 1), rep(o.padding, 2, 0), [1, 1], o.ceilMode ?? false);
+}
+
+export function maxPool3d(x: Tensor, kernel: IntOrPair, o: PoolOptions = {}): Tensor {
+  const k = rep(kernel, 3, 1);
+  return call('max_pool3d', x, k, o.stride === undefined ? k : rep(o.stride, 3, 1), rep(o.padding, 3, 0), [1, 1, 1], o.ceilMode ?? false);
+}
+
+export function adaptiveAvgPool2d(x: Tensor, outputSize: IntOrPair): Tensor {
+  return call('adaptive_avg_pool2d', x, rep(outputSize, 2, 1));
+}
+
+export function adaptiveAvgPool3d(x: Tensor, outputSize: IntOrPair): Tensor {
+  return call('adaptive_avg_pool3d', x, rep(outputSize, 3, 1));
+}
+
+/** Constant padding; `pad` lists (left, right) pairs starting from the last dimension, as PyTorch. */
+export function pad(x: Tensor, padding: number[], value = 0): Tensor {
+  return call('constant_pad_nd', x, padding, value);
+}
+
+export function mseLoss(a: Tensor, b: Tensor, reduction: 'mean' | 'sum' | 'none' = 'mean'): Tensor {
+  return call('mse_loss', a, b, reduction === 'none' ? 0 : reduction === 'mean' ? 1 : 2);
+}
+
+const hasSdpa = native.hasOp('aten::scaled_dot_product_attention');
+
+/** Whether this libtorch has a fused scaled-dot-product attention. */
+export function hasScaledDotProductAttention(): boolean {
+  return hasSdpa;
+}
+
+/**
+ * softmax(q kᵀ · scale + mask) v. Shapes: q `[..., Lq, d]`, k `[..., Lk, d]`, v `[..., Lk, dv]`;
+ * `mask` is boolean (true = attend) or additive float, broadcastable to `[..., Lq, Lk]`.
+ * Uses libtorch's fused kernel where available (2.x) and a plain matmul form otherwise.
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, mask?: Tensor | null, scale?: number): Tensor {
+  const d = q.size(-1);
+  const s = scale ?? 1 / Math.sqrt(d);
+  if (hasSdpa && (scale === undefined || native.opSchema(native.resolveOp('aten::scaled_dot_product_attention')).includes('scale'))) {
+    return call('scaled_dot_product_attention', q, k, v, mask ?? null, 0, false, ...(scale === undefined ? [] : [s]));
+  }
+  using kt = k.transpose(-2, -1);
+  using logits0 = q.matmul(kt);
+  using logits = logits0.mul(s);
+  let masked: Tensor = logits;
+  if (mask) {
+    masked = mask.dtype === 'bool' ? logits.maskedFill(mask.logicalNot(), -Infinity) : logits.add(mask);
+  }
+  using attn = masked.softmax(-1);
+  if (masked !== logits) masked.dispose();
+  return attn.matmul(v);
+}
+
+// --------------------------------------------------------------------------------------------
+// Autograd modes
+
+/** Run `fn` with gradient recording off (restores the previous mode). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = native.isGradEnabled();
+  native.setGradEnabled(false);
+  try {
+    return fn();
+  } finally {
+    native.setGradEnabled(prev);
+  }
+}
+
+/** Run `fn` with gradient recording on. */
+export function enableGrad<T>(fn: () => T): T {
+  const prev = native.isGradEnabled();
+  native.setGradEnabled(true);
+  try {
+    return fn();
+  } finally {
+    native.setGradEnabled(prev);
+  }
+}
+
+export function isGradEnabled(): boolean {
+  return native.isGradEnabled();
+}
+
+/**
+ * Run `fn` in libtorch inference mode (no autograd bookkeeping at all; fastest for sampling).
+ * Tensors created inside cannot later be used in autograd.
+ */
+export function inferenceMode<T>(fn: () => T): T {
+  native.pushInferenceMode();
+  try {
+    return fn();
+  } finally {
+    native.popInferenceMode();
+  }
+}
+
+/** Gradients of `outputs` w.r.t. `inputs` (like torch.autograd.grad). */
+export function autogradGrad(outputs: Tensor[], inputs: Tensor[], opts: { gradOutputs?: Tensor[]; retainGraph?: boolean; createGraph?: boolean; allowUnused?: boolean } = {}): (Tensor | null)[] {
+  const res = native.autogradGrad(
+    outputs.map((t) => t.handle),
+    inputs.map((t) => t.handle),
+    opts.gradOutputs ? opts.gradOutputs.map((t) => t.handle) : null,
+    opts.retainGraph ?? false,
+    opts.createGraph ?? false,
+    opts.allowUnused ?? false,
+  );
+  return res.map((h) => (h === null ? null : new Tensor(h)));
+}
+
+// --------------------------------------------------------------------------------------------
+// Runtime
+
+export function setNumThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new TorchError(`setNumThreads: expected a positive integer, got ${n}`);
+  native.setNumThreads(n);
+}
+
+export function getNumThreads(): number {
+  return native.getNumThreads();
+}
+
+export function cudaAvailable(): boolean {
+  return native.cudaAvailable();
+}
+
+export function cudaDeviceCount(): number {
+  return native.cudaDeviceCount();
+}
+
+/** Live native tensor handles (for leak tests). */
+export function liveTensorCount(): number {
+  return native.liveCount();
+}
+
+/** Bytes of distinct storages held by live handles. */
+export function liveTensorBytes(): { cpu: number; cuda: number } {
+  return native.liveBytes();
+}
+
+export function torchVersion(): string {
+  return native.version().torch;
+}
+
+/** Raw access to any ATen operator by name, for the rare op without a wrapper. */
+export const aten = { call, callMany, callRaw };
