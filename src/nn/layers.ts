@@ -1,0 +1,233 @@
+/**
+ * Standard layers with PyTorch's parameter names and default initialisations
+ * (kaiming-uniform(a=√5) weights and U(±1/√fan_in) biases for Linear/Conv; ones/zeros for norms).
+ */
+import {
+  conv2d,
+  conv3d,
+  dropout,
+  empty,
+  Generator,
+  groupNorm,
+  layerNorm,
+  linear,
+  noGrad,
+  ones,
+  zeros,
+  type ConvOptions,
+  type Tensor,
+} from '../engine/index.ts';
+import { Module } from './module.ts';
+
+/** A module whose forward maps one tensor to one tensor. */
+export interface Layer {
+  forward(x: Tensor): Tensor;
+}
+
+let initGenerator = new Generator(0);
+
+/** Re-seed the generator used for parameter initialisation (models built after are reproducible). */
+export function setInitSeed(seed: number): void {
+  initGenerator = new Generator(seed);
+}
+
+/** The generator used for parameter initialisation. */
+export function getInitGenerator(): Generator {
+  return initGenerator;
+}
+
+export interface InitOptions {
+  device?: string;
+  /** Initialise weights and biases to zero (the reference's `zero_module`). */
+  zeroInit?: boolean;
+}
+
+/** A new tensor filled with U(-bound, bound) from the init generator. */
+function uniformParam(shape: number[], bound: number, device?: string): Tensor {
+  const t = empty(shape);
+  noGrad(() => t.uniform_(-bound, bound, initGenerator));
+  if (device === undefined || device === 'cpu') return t;
+  const moved = t.to({ device });
+  t.dispose();
+  return moved;
+}
+
+function initWeightAndBias(m: Module & { registerParam(n: string, t: Tensor): Tensor }, wShape: number[], fanIn: number, bias: boolean, o: InitOptions): void {
+  const bound = 1 / Math.sqrt(fanIn);
+  if (o.zeroInit) {
+    m.registerParam('weight', zeros(wShape, { device: o.device }));
+    if (bias) m.registerParam('bias', zeros([wShape[0]!], { device: o.device }));
+    return;
+  }
+  // kaiming_uniform_(a=√5): gain √(2/(1+5)), bound = gain·√(3/fan_in) = 1/√fan_in
+  m.registerParam('weight', uniformParam(wShape, bound, o.device));
+  if (bias) m.registerParam('bias', uniformParam([wShape[0]!], bound, o.device));
+}
+
+abstract class ParamModule extends Module {
+  registerParam(n: string, t: Tensor): Tensor {
+    return this.registerParameter(n, t);
+  }
+}
+
+/** y = x Wᵀ + b. Shape: `[..., inFeatures]` → `[..., outFeatures]`. */
+export class Linear extends ParamModule implements Layer {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    o: InitOptions & { bias?: boolean } = {},
+  ) {
+    super();
+    initWeightAndBias(this, [outFeatures, inFeatures], inFeatures, o.bias ?? true, o);
+  }
+
+  forward(x: Tensor): Tensor {
+    return linear(x, this.param('weight'), this.maybeParam('bias'));
+  }
+}
+
+export interface ConvLayerOptions extends InitOptions, ConvOptions {
+  bias?: boolean;
+}
+
+/** 2-D convolution. Shape: `[N, C_in, H, W]` → `[N, C_out, H', W']`. */
+export class Conv2d extends ParamModule implements Layer {
+  readonly opts: ConvOptions;
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number,
+    o: ConvLayerOptions = {},
+  ) {
+    super();
+    const groups = o.groups ?? 1;
+    this.opts = { stride: o.stride, padding: o.padding, dilation: o.dilation, groups };
+    initWeightAndBias(this, [outChannels, inChannels / groups, kernelSize, kernelSize], (inChannels / groups) * kernelSize * kernelSize, o.bias ?? true, o);
+  }
+
+  forward(x: Tensor): Tensor {
+    return conv2d(x, this.param('weight'), this.maybeParam('bias'), this.opts);
+  }
+}
+
+/** 3-D convolution. Shape: `[N, C_in, D, H, W]` → `[N, C_out, D', H', W']`. */
+export class Conv3d extends ParamModule implements Layer {
+  readonly opts: ConvOptions;
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number | [number, number, number],
+    o: ConvLayerOptions = {},
+  ) {
+    super();
+    const groups = o.groups ?? 1;
+    const k = typeof kernelSize === 'number' ? [kernelSize, kernelSize, kernelSize] : kernelSize;
+    this.opts = { stride: o.stride, padding: o.padding, dilation: o.dilation, groups };
+    initWeightAndBias(this, [outChannels, inChannels / groups, ...k], (inChannels / groups) * k[0] * k[1] * k[2], o.bias ?? true, o);
+  }
+
+  forward(x: Tensor): Tensor {
+    return conv3d(x, this.param('weight'), this.maybeParam('bias'), this.opts);
+  }
+}
+
+/** Group normalisation. Shape: `[N, C, *]` → same. */
+export class GroupNorm extends ParamModule implements Layer {
+  constructor(
+    readonly numGroups: number,
+    readonly numChannels: number,
+    readonly eps = 1e-5,
+    o: { device?: string } = {},
+  ) {
+    super();
+    if (numChannels % numGroups !== 0) throw new RangeError(`GroupNorm: ${numChannels} channels are not divisible by ${numGroups} groups`);
+    this.registerParam('weight', ones([numChannels], { device: o.device }));
+    this.registerParam('bias', zeros([numChannels], { device: o.device }));
+  }
+
+  forward(x: Tensor): Tensor {
+    return groupNorm(x, this.numGroups, this.param('weight'), this.param('bias'), this.eps);
+  }
+}
+
+/** Layer normalisation over the last dimension(s). */
+export class LayerNorm extends ParamModule implements Layer {
+  constructor(
+    readonly normalizedShape: number[],
+    readonly eps = 1e-5,
+    o: { device?: string } = {},
+  ) {
+    super();
+    this.registerParam('weight', ones(normalizedShape, { device: o.device }));
+    this.registerParam('bias', zeros(normalizedShape, { device: o.device }));
+  }
+
+  forward(x: Tensor): Tensor {
+    return layerNorm(x, this.normalizedShape, this.param('weight'), this.param('bias'), this.eps);
+  }
+}
+
+export class Dropout extends Module implements Layer {
+  constructor(readonly p = 0.5) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return dropout(x, this.p, this.training);
+  }
+}
+
+export class SiLU extends Module implements Layer {
+  forward(x: Tensor): Tensor {
+    return x.silu();
+  }
+}
+
+export class Identity extends Module implements Layer {
+  forward(x: Tensor): Tensor {
+    return x.clone();
+  }
+}
+
+/** Applies its children in order; children are named "0", "1", … like PyTorch. */
+export class Sequential extends Module implements Layer {
+  readonly layers: (Module & Layer)[];
+
+  constructor(...layers: (Module & Layer)[]) {
+    super();
+    this.layers = layers;
+    layers.forEach((l, i) => this.registerModule(String(i), l));
+  }
+
+  forward(x: Tensor): Tensor {
+    let h = x;
+    for (const l of this.layers) {
+      const next = l.forward(h);
+      if (h !== x) h.dispose();
+      h = next;
+    }
+    return h === x ? x.clone() : h;
+  }
+}
+
+/** A list of modules named "0", "1", …; iterate `items`. */
+export class ModuleList<M extends Module = Module> extends Module {
+  readonly items: M[] = [];
+
+  constructor(items: M[] = []) {
+    super();
+    for (const m of items) this.push(m);
+  }
+
+  push(m: M): M {
+    this.registerModule(String(this.items.length), m);
+    this.items.push(m);
+    return m;
+  }
+
+  get length(): number {
+    return this.items.length;
+  }
+}
