@@ -1,0 +1,218 @@
+/**
+ * Factorized attention of the FDM video U-Net (REFERENCE_SPEC §4.3): temporal attention with a
+ * relative-position network (RPE) on q, k and v, masked between frame groups, then spatial
+ * attention. Both add their output to the *normalised* input (`y = GN(x) + proj_out(o)`), a
+ * reference quirk kept so reference weights load and behave identically.
+ *
+ * Layout notes (why the code looks the way it does): the U-Net keeps features as
+ * `[B·T, C, H, W]`. Temporal attention attends over T for each of the H·W positions; its
+ * relative-position terms depend on (video, query frame, key frame) only, so they are
+ * contracted with q/k/v by batched matmuls over (video, head, frame) whose inner dimension is
+ * the H·W positions — large GEMMs instead of many tiny per-position products, and the
+ * `[B, T, T, C]` RPE tensors are never broadcast over positions.
+ */
+import { bmm, cat, groupNorm, keep, linear, tidy, type Tensor } from '../engine/index.ts';
+import { Linear, Module, GroupNorm } from '../nn/index.ts';
+
+/**
+ * Debugging/inspection hook: while `attentionProbe.temporal` is an array, every temporal
+ * attention layer appends a copy of its probabilities `[B, heads, H·W, T(query), T(key)]`.
+ * The caller owns (and disposes) the captured tensors.
+ */
+export const attentionProbe: { temporal: Tensor[] | null } = { temporal: null };
+
+/** Per-(query, key) relative-position features φ(Δ) = (ln(1+max(Δ,0)), ln(1+max(−Δ,0)), 1[Δ=0]). Shape: `[B, T]` → `[B, T, T, 3]`. */
+export function relativePositionFeatures(frameIndices: Tensor): Tensor {
+  return tidy(() => {
+    const f = frameIndices.to({ dtype: 'float32' });
+    const T = f.size(1);
+    // Δ_ij = f_i − f_j (i = query, j = key)
+    const delta = f.unsqueeze(2).sub(f.unsqueeze(1)); // [B, T, T]
+    const pos = delta.clampMin(0).log1p();
+    const neg = delta.neg().clampMin(0).log1p();
+    const zero = delta.eq(0).to({ dtype: 'float32' });
+    return cat([pos.unsqueeze(3), neg.unsqueeze(3), zero.unsqueeze(3)], 3).reshape([f.size(0), T, T, 3]);
+  });
+}
+
+/**
+ * The RPE network for one of q, k, v: R_ij = out(SiLU(embed_distances(φ(Δ_ij)) + embed_diffusion_time(emb_i))).
+ * Parameter names: `rpe_net.{embed_distances, embed_diffusion_time, out}`.
+ */
+class RpeNet extends Module {
+  readonly embedDistances: Linear;
+  readonly embedDiffusionTime: Linear;
+  readonly out: Linear;
+
+  constructor(channels: number, embDim: number, device?: string) {
+    super();
+    this.embedDistances = this.registerModule('embed_distances', new Linear(3, channels, { device }));
+    this.embedDiffusionTime = this.registerModule('embed_diffusion_time', new Linear(embDim, channels, { device }));
+    this.out = this.registerModule('out', new Linear(channels, channels, { device, zeroInit: true }));
+  }
+
+  /** φ `[B, T, T, 3]`, per-video embedding `[B, E]` → R `[B, T, T, C]`. */
+  forward(phi: Tensor, emb: Tensor): Tensor {
+    return tidy(() => {
+      const d = this.embedDistances.forward(phi); // [B, T, T, C]
+      const e = this.embedDiffusionTime.forward(emb); // [B, C]; all frames of a video share t
+      const z = d.add(e.unsqueeze(1).unsqueeze(1));
+      return this.out.forward(z.silu());
+    });
+  }
+}
+
+class RpeWrapper extends Module {
+  readonly net: RpeNet;
+  constructor(channels: number, embDim: number, device?: string) {
+    super();
+    this.net = this.registerModule('rpe_net', new RpeNet(channels, embDim, device));
+  }
+}
+
+/** Inputs shared by every temporal attention layer of one forward pass. */
+export interface TemporalContext {
+  B: number;
+  T: number;
+  /** φ(Δ) `[B, T, T, 3]`. */
+  phi: Tensor;
+  /** Per-video time embedding `[B, E]`. */
+  emb: Tensor;
+  /** Additive mask `[B, 1, T, T]`: 0 where frame groups match, −∞ elsewhere; null = no mask. */
+  maskBias: Tensor | null;
+}
+
+/**
+ * One attention layer (`qkv`, `proj_out`, `norm`) over sequences. Parameter names match the
+ * reference: `qkv.{weight,bias}` (C→3C, q|k|v blocks, head-major), `proj_out` (zero-init), `norm`.
+ */
+class AttentionLayer extends Module {
+  readonly norm: GroupNorm;
+  readonly qkv: Linear;
+  readonly projOut: Linear;
+  readonly rpe: { q: RpeWrapper; k: RpeWrapper; v: RpeWrapper } | null;
+
+  constructor(
+    readonly channels: number,
+    readonly heads: number,
+    withRpe: boolean,
+    embDim: number,
+    device?: string,
+  ) {
+    super();
+    if (channels % heads !== 0) throw new RangeError(`attention: ${channels} channels not divisible by ${heads} heads`);
+    this.norm = this.registerModule('norm', new GroupNorm(32, channels, 1e-5, { device }));
+    this.qkv = this.registerModule('qkv', new Linear(channels, 3 * channels, { device }));
+    this.projOut = this.registerModule('proj_out', new Linear(channels, channels, { device, zeroInit: true }));
+    this.rpe = withRpe
+      ? {
+          q: this.registerModule('rpe_q', new RpeWrapper(channels, embDim, device)),
+          k: this.registerModule('rpe_k', new RpeWrapper(channels, embDim, device)),
+          v: this.registerModule('rpe_v', new RpeWrapper(channels, embDim, device)),
+        }
+      : null;
+  }
+
+  /**
+   * Spatial attention. Shape: h `[N, C, H, W]` → `[N, C, H, W]`; attends over the H·W positions
+   * of each of the N frames, no mask, no RPE.
+   */
+  spatial(h: Tensor): Tensor {
+    return tidy(() => {
+      const [N, C, H, W] = h.shape as [number, number, number, number];
+      const L = H * W;
+      const nh = this.heads;
+      const d = C / nh;
+      const xn = this.norm.forward(h).reshape([N, C, L]); // GN over (channels-in-group × L) per frame
+      const xt = xn.transpose(1, 2); // [N, L, C]
+      const qkv = linear(xt, this.qkv.param('weight'), this.qkv.param('bias')); // [N, L, 3C]
+      const parts = qkv.view([N, L, 3, nh, d]).permute([2, 0, 3, 1, 4]); // [3, N, nh, L, d]
+      const q = parts.select(0, 0).reshape([N * nh, L, d]);
+      const k = parts.select(0, 1).reshape([N * nh, L, d]);
+      const v = parts.select(0, 2).reshape([N * nh, L, d]);
+      const logits = bmm(q, k.transpose(1, 2)).mul_(1 / Math.sqrt(d)); // [N·nh, L, L]
+      const attn = logits.softmax(-1);
+      const o = bmm(attn, v).view([N, nh, L, d]).permute([0, 2, 1, 3]).reshape([N, L, C]);
+      const y = linear(o, this.projOut.param('weight'), this.projOut.param('bias')).add(xt); // residual on GN(x)
+      return y.transpose(1, 2).reshape([N, C, H, W]);
+    });
+  }
+
+  /**
+   * Temporal attention with RPE and frame-group mask. Shape: h `[B·T, C, H, W]` → same; attends
+   * over the T frames of each video at each position (§4.3 steps 1–7).
+   */
+  temporal(h: Tensor, ctx: TemporalContext): Tensor {
+    return tidy(() => {
+      const { B, T } = ctx;
+      const [, C, H, W] = h.shape as [number, number, number, number];
+      const P = H * W;
+      const nh = this.heads;
+      const d = C / nh;
+      const scale = 1 / Math.sqrt(d);
+      // [B·T, C, H, W] → rows (b, p) of sequences over t: [B·P, C, T]
+      const x = h.view([B, T, C, P]).permute([0, 3, 2, 1]).reshape([B * P, C, T]);
+      const xn = groupNorm(x, 32, this.norm.param('weight'), this.norm.param('bias'), 1e-5);
+      const xt = xn.transpose(1, 2); // [B·P, T, C]
+      const qkv = linear(xt, this.qkv.param('weight'), this.qkv.param('bias')); // [B·P, T, 3C]
+      // Work in layout [B, nh, T, P, d]: batched GEMMs over (b, h, frame) with P as the long side.
+      const parts = qkv.view([B, P, T, 3, nh, d]).permute([3, 0, 4, 2, 1, 5]); // [3, B, nh, T, P, d]
+      const q = parts.select(0, 0).mul(scale).contiguous(); // scaled queries (§4.3 step 3)
+      const k = parts.select(0, 1).contiguous();
+      const v = parts.select(0, 2).contiguous();
+      const BH = B * nh;
+
+      // Main term A_ij = q_i·k_j, batched over (b, h, p): [B·nh·P, T, d] layouts.
+      const qp = q.permute([0, 1, 3, 2, 4]).reshape([BH * P, T, d]);
+      const kp = k.permute([0, 1, 3, 2, 4]).reshape([BH * P, T, d]);
+      let logits = bmm(qp, kp.transpose(1, 2)).view([B, nh, P, T, T]);
+
+      if (this.rpe) {
+        const rk = this.rpe.k.net.forward(ctx.phi, ctx.emb); // [B, T(i), T(j), C]
+        const rq = this.rpe.q.net.forward(ctx.phi, ctx.emb);
+        // term1[b,h,p,i,j] = Σ_e q[b,h,i,p,e]·Rk[b,i,j,h,e]: batch (b,h,i), [P, d] @ [d, T]
+        const rkT = rk.view([B, T, T, nh, d]).permute([0, 3, 1, 4, 2]).reshape([BH * T, d, T]);
+        const t1 = bmm(q.view([BH * T, P, d]), rkT).view([B, nh, T, P, T]).permute([0, 1, 3, 2, 4]); // [B,nh,P,i,j]
+        // term2[b,h,p,i,j] = Σ_e (scale·k[b,h,j,p,e])·Rq[b,j,i,h,e]: batch (b,h,j), [P, d] @ [d, T(i)]
+        const rqT = rq.view([B, T, T, nh, d]).permute([0, 3, 1, 4, 2]).reshape([BH * T, d, T]);
+        const t2 = bmm(k.view([BH * T, P, d]), rqT).mul_(scale).view([B, nh, T, P, T]).permute([0, 1, 3, 4, 2]); // [B,nh,P,i(j→i),j]
+        logits = logits.add(t1).add_(t2);
+      }
+      if (ctx.maskBias) logits = logits.add(ctx.maskBias.view([B, 1, 1, T, T]));
+      const attn = logits.softmax(-1); // [B, nh, P, T(i), T(j)]
+      if (attentionProbe.temporal) attentionProbe.temporal.push(keep(attn.clone()));
+
+      // o_i = Σ_j a_ij v_j (+ Σ_j a_ij Rv_ij)
+      const vp = v.permute([0, 1, 3, 2, 4]).reshape([BH * P, T, d]);
+      let o = bmm(attn.reshape([BH * P, T, T]), vp).view([B, nh, P, T, d]);
+      if (this.rpe) {
+        const rv = this.rpe.v.net.forward(ctx.phi, ctx.emb); // [B, T(i), T(j), C]
+        const rvB = rv.view([B, T, T, nh, d]).permute([0, 3, 1, 2, 4]).reshape([BH * T, T, d]); // (b,h,i): [T(j), d]
+        const aB = attn.permute([0, 1, 3, 2, 4]).reshape([BH * T, P, T]); // (b,h,i): [P, T(j)]
+        const o2 = bmm(aB, rvB).view([B, nh, T, P, d]).permute([0, 1, 3, 2, 4]);
+        o = o.add(o2);
+      }
+      // merge heads → [B·P, T, C] (channel = h·d + e), project, residual on the normalised input
+      const merged = o.permute([0, 2, 3, 1, 4]).reshape([B * P, T, C]);
+      const y = linear(merged, this.projOut.param('weight'), this.projOut.param('bias')).add(xt); // [B·P, T, C]
+      // back to [B·T, C, H, W]
+      return y.view([B, P, T, C]).permute([0, 2, 3, 1]).reshape([B * T, C, H, W]);
+    });
+  }
+}
+
+/** Temporal (with RPE) then spatial attention over `[B·T, C, H, W]` features (§4.3). */
+export class FactorizedAttentionBlock extends Module {
+  readonly temporalAttention: AttentionLayer;
+  readonly spatialAttention: AttentionLayer;
+
+  constructor(channels: number, heads: number, embDim: number, device?: string) {
+    super();
+    this.spatialAttention = this.registerModule('spatial_attention', new AttentionLayer(channels, heads, false, embDim, device));
+    this.temporalAttention = this.registerModule('temporal_attention', new AttentionLayer(channels, heads, true, embDim, device));
+  }
+
+  forward(h: Tensor, ctx: TemporalContext): Tensor {
+    return tidy(() => this.spatialAttention.spatial(this.temporalAttention.temporal(h, ctx)));
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * The FDM video U-Net (REFERENCE_SPEC §4): per-frame 2-D ResBlocks with scale-shift time
+ * conditioning and factorized temporal/spatial attention with relative positions. Parameter names
+ * equal the reference's state-dict keys (§12), so reference checkpoints load directly.
+ */
+import { arange, cat, interpolate, tidy, zeros, type Tensor } from '../engine/index.ts';
+import { Conv2d, Dropout, GroupNorm, Linear, Module, ModuleList, Sequential, SiLU, type Layer } from '../nn/index.ts';
+import { attentionRates, resolveUNetConfig, type UNetConfig } from './config.ts';
+import { FactorizedAttentionBlock, relativePositionFeatures, type TemporalContext } from './attention.ts';
+
+/**
+ * Sinusoidal timestep embedding, cosines first (§4.2). Shape: `[N]` → `[N, dim]`.
+ * f_k = exp(−ln(10000)·k/half), k = 0…half−1; zero-padded by one column when dim is odd.
+ */
+export function timestepEmbedding(t: Tensor, dim: number, maxPeriod = 10000): Tensor {
+  return tidy(() => {
+    const half = Math.floor(dim / 2);
+    const freqs = arange(0, half, 1, { dtype: 'float32', device: t.device }).mul(-Math.log(maxPeriod) / half).exp();
+    const args = t.to({ dtype: 'float32' }).unsqueeze(1).mul(freqs.unsqueeze(0));
+    const parts = [args.cos(), args.sin()];
+    if (dim % 2 === 1) parts.push(args.narrow(1, 0, 1).mul(0));
+    return cat(parts, 1);
+  });
+}
+
+/** ResBlock (§4.2). Shape: x `[N, C_in, H, W]`, emb `[N, E]` → `[N, C_out, H, W]`. */
+export class ResBlock extends Module {
+  readonly inLayers: Sequential;
+  readonly embLayers: Sequential;
+  readonly outNorm: GroupNorm;
+  readonly outDropout: Dropout;
+  readonly outConv: Conv2d;
+  readonly skip: (Module & Layer) | null;
+
+  constructor(
+    readonly cIn: number,
+    readonly cOut: number,
+    embDim: number,
+    dropout: number,
+    readonly useScaleShiftNorm: boolean,
+    device?: string,
+  ) {
+    super();
+    this.inLayers = this.registerModule('in_layers', new Sequential(new GroupNorm(32, cIn, 1e-5, { device }), new SiLU(), new Conv2d(cIn, cOut, 3, { padding: 1, device })));
+    this.embLayers = this.registerModule('emb_layers', new Sequential(new SiLU(), new Linear(embDim, useScaleShiftNorm ? 2 * cOut : cOut, { device })));
+    this.outNorm = new GroupNorm(32, cOut, 1e-5, { device });
+    this.outDropout = new Dropout(dropout);
+    this.outConv = new Conv2d(cOut, cOut, 3, { padding: 1, device, zeroInit: true });
+    this.registerModule('out_layers', new Sequential(this.outNorm, new SiLU(), this.outDropout, this.outConv));
+    this.skip = cIn === cOut ? null : this.registerModule('skip_connection', new Conv2d(cIn, cOut, 1, { device }));
+  }
+
+  forward(x: Tensor, emb: Tensor): Tensor {
+    return tidy(() => {
+      let h = this.inLayers.forward(x);
+      const e = this.embLayers.forward(emb).unsqueeze(2).unsqueeze(3); // [N, 2C|C, 1, 1]
+      if (this.useScaleShiftNorm) {
+        const [scale, shift] = e.chunk(2, 1) as [Tensor, Tensor];
+        h = this.outNorm.forward(h).mul(scale.add(1)).add(shift);
+      } else {
+        h = this.outNorm.forward(h.add(e));
+      }
+      h = this.outConv.forward(this.outDropout.forward(h.silu()));
+      return (this.skip ? this.skip.forward(x) : x).add(h);
+    });
+  }
+}
+
+/** Strided 3×3 convolution halving H and W (§4.2). Parameter `op`. */
+export class Downsample extends Module {
+  readonly op: Conv2d;
+  constructor(channels: number, device?: string) {
+    super();
+    this.op = this.registerModule('op', new Conv2d(channels, channels, 3, { stride: 2, padding: 1, device }));
+  }
+  forward(x: Tensor): Tensor {
+    return this.op.forward(x);
+  }
+}
+
+/** Nearest ×2 upsampling then a 3×3 convolution (§4.2). Parameter `conv`. */
+export class Upsample extends Module {
+  readonly conv: Conv2d;
+  constructor(channels: number, device?: string) {
+    super();
+    this.conv = this.registerModule('conv', new Conv2d(channels, channels, 3, { padding: 1, device }));
+  }
+  forward(x: Tensor): Tensor {
+    return tidy(() => this.conv.forward(interpolate(x, { scale: 2, mode: 'nearest' })));
+  }
+}
+
+type BlockLayer = ResBlock | FactorizedAttentionBlock | Downsample | Upsample | Conv2d;
+
+/** A block of the U-Net: its layers get the time embedding / temporal context they need. */
+export class UNetBlock extends Module {
+  readonly layers: BlockLayer[] = [];
+
+  add(layer: BlockLayer): this {
+    this.registerModule(String(this.layers.length), layer);
+    this.layers.push(layer);
+    return this;
+  }
+
+  forward(x: Tensor, emb: Tensor, ctx: TemporalContext): Tensor {
+    return tidy(() => {
+      let h = x;
+      for (const l of this.layers) {
+        if (l instanceof ResBlock) h = l.forward(h, emb);
+        else if (l instanceof FactorizedAttentionBlock) h = l.forward(h, ctx);
+        else h = l.forward(h);
+      }
+      return h === x ? x.clone() : h;
+    });
+  }
+}
+
+/** Inputs of one forward pass (§4.1). */
+export interface UNetInputs {
+  /** Noisy video `[B, T, C, H, W]`. */
+  x: Tensor;
+  /** Clean video `[B, T, C, H, W]`; only observed frames are used. */
+  x0: Tensor;
+  /** Diffusion time per video `[B]` (already rescaled to the 1000-step scale when configured). */
+  timesteps: Tensor;
+  /** Frame positions `[B, T]` (only differences matter). */
+  frameIndices: Tensor;
+  /** Observed-frame mask `[B, T]` or `[B, T, 1, 1, 1]`, values in {0, 1}. */
+  obsMask: Tensor;
+  /** Latent-frame mask, same shape as obsMask. */
+  latentMask: Tensor;
+}
+
+/**
+ * The video U-Net. Forward: `UNetInputs` → `[B, T, C_out, H, W]` (C_out = C, or 2C with learned sigma).
+ */
+export class UNetVideoModel extends Module {
+  readonly config: UNetConfig;
+  readonly timeEmbed: Sequential;
+  readonly inputBlocks: ModuleList<UNetBlock>;
+  readonly middleBlock: UNetBlock;
+  readonly outputBlocks: ModuleList<UNetBlock>;
+  readonly out: Sequential;
+  readonly outChannels: number;
+  readonly embDim: number;
+
+  constructor(partial: Partial<UNetConfig> = {}, opts: { device?: string } = {}) {
+    super();
+    const cfg = resolveUNetConfig(partial);
+    this.config = cfg;
+    const device = opts.device;
+    const mc = cfg.modelChannels;
+    const E = 4 * mc;
+    this.embDim = E;
+    this.outChannels = cfg.learnSigma ? 2 * cfg.inChannels : cfg.inChannels;
+    const rates = attentionRates(cfg);
+    const mult = cfg.channelMult!;
+    const headsUp = cfg.numHeadsUpsample === -1 ? cfg.numHeads : cfg.numHeadsUpsample;
+
+    this.timeEmbed = this.registerModule('time_embed', new Sequential(new Linear(mc, E, { device }), new SiLU(), new Linear(E, E, { device })));
+
+    this.inputBlocks = this.registerModule('input_blocks', new ModuleList<UNetBlock>());
+    this.inputBlocks.push(new UNetBlock().add(new Conv2d(cfg.inChannels + 1, mc, 3, { padding: 1, device })));
+    const skipChannels = [mc];
+    let ch = mc;
+    let ds = 1;
+    mult.forEach((m, level) => {
+      for (let r = 0; r < cfg.numResBlocks; r++) {
+        const block = new UNetBlock().add(new ResBlock(ch, m * mc, E, cfg.dropout, cfg.useScaleShiftNorm, device));
+        ch = m * mc;
+        if (rates.has(ds)) block.add(new FactorizedAttentionBlock(ch, cfg.numHeads, E, device));
+        this.inputBlocks.push(block);
+        skipChannels.push(ch);
+      }
+      if (level !== mult.length - 1) {
+        this.inputBlocks.push(new UNetBlock().add(new Downsample(ch, device)));
+        skipChannels.push(ch);
+        ds *= 2;
+      }
+    });
+
+    this.middleBlock = this.registerModule(
+      'middle_block',
+      new UNetBlock()
+        .add(new ResBlock(ch, ch, E, cfg.dropout, cfg.useScaleShiftNorm, device))
+        .add(new FactorizedAttentionBlock(ch, cfg.numHeads, E, device))
+        .add(new ResBlock(ch, ch, E, cfg.dropout, cfg.useScaleShiftNorm, device)),
+    );
+
+    this.outputBlocks = this.registerModule('output_blocks', new ModuleList<UNetBlock>());
+    for (let level = mult.length - 1; level >= 0; level--) {
+      const m = mult[level]!;
+      for (let r = 0; r <= cfg.numResBlocks; r++) {
+        const skip = skipChannels.pop()!;
+        const block = new UNetBlock().add(new ResBlock(ch + skip, m * mc, E, cfg.dropout, cfg.useScaleShiftNorm, device));
+        ch = m * mc;
+        if (rates.has(ds)) block.add(new FactorizedAttentionBlock(ch, headsUp, E, device));
+        if (level > 0 && r === cfg.numResBlocks) {
+          block.add(new Upsample(ch, device));
+          ds /= 2;
+        }
+        this.outputBlocks.push(block);
+      }
+    }
+
+    this.out = this.registerModule(
+      'out',
+      new Sequential(new GroupNorm(32, ch, 1e-5, { device }), new SiLU(), new Conv2d(mc, this.outChannels, 3, { padding: 1, device, zeroInit: true })),
+    );
+  }
+
+  /** Forward pass (§4.1). Returns `[B, T, C_out, H, W]`. */
+  forward(inp: UNetInputs): Tensor {
+    return tidy(() => {
+      const [B, T, C, H, W] = inp.x.shape as [number, number, number, number, number];
+      const obs = inp.obsMask.reshape([B, T, 1, 1, 1]).to({ dtype: inp.x.dtype });
+      const lat = inp.latentMask.reshape([B, T, 1, 1, 1]).to({ dtype: inp.x.dtype });
+      // Observed frames are replaced by their clean values; an indicator channel marks them.
+      const xIn = inp.x.mul(obs.rsub(1)).add(inp.x0.mul(obs));
+      const indicator = obs.expand([B, T, 1, H, W]);
+      const h0 = cat([xIn, indicator], 2).reshape([B * T, C + 1, H, W]);
+
+      const embVideo = this.timeEmbed.forward(timestepEmbedding(inp.timesteps, this.config.modelChannels)); // [B, E]
+      const emb = embVideo.unsqueeze(1).expand([B, T, this.embDim]).reshape([B * T, this.embDim]);
+
+      // Frames may attend to each other only within the same group: (observed ∪ latent) or unused.
+      const m = obs.add(lat).clamp(0, 1).reshape([B, T]);
+      const same = m.unsqueeze(2).eq(m.unsqueeze(1)); // [B, T, T]
+      const maskBias = zeros([B, 1, T, T], { device: inp.x.device }).maskedFill(same.logicalNot().reshape([B, 1, T, T]), -Infinity);
+      const ctx: TemporalContext = { B, T, phi: relativePositionFeatures(inp.frameIndices), emb: embVideo, maskBias };
+
+      const skips: Tensor[] = [];
+      let h = h0;
+      for (const block of this.inputBlocks.items) {
+        h = block.forward(h, emb, ctx);
+        skips.push(h);
+      }
+      h = this.middleBlock.forward(h, emb, ctx);
+      for (const block of this.outputBlocks.items) {
+        h = block.forward(cat([h, skips.pop()!], 1), emb, ctx);
+      }
+      const out = this.out.forward(h);
+      return out.reshape([B, T, this.outChannels, H, W]);
+    });
+  }
+}
+
+export { resolveUNetConfig };

@@ -1,0 +1,140 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { arange, inferenceMode, liveTensorCount, randn, tensor, tidy, zeros, ones } from '../../src/engine/index.ts';
+import { UNetVideoModel } from '../../src/model/unet.ts';
+import { attentionProbe } from '../../src/model/attention.ts';
+import { readNpy } from '../../src/data/npy.ts';
+import { deterministicFill } from './helpers.ts';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+test('parameter counts equal the reference model (§4.4, ANCHORS §7)', () => {
+  const cases: [Record<string, number>, number, number | null][] = [
+    [{ imageSize: 32, modelChannels: 128, numResBlocks: 2 }, 49_065_987, 598],
+    [{ imageSize: 32, modelChannels: 64, numResBlocks: 1 }, 8_202_947, null],
+    [{ imageSize: 64, modelChannels: 128, numResBlocks: 2 }, 115_985_411, null],
+    [{ imageSize: 160, inChannels: 4, modelChannels: 128, numResBlocks: 2 }, 116_173_956, null],
+  ];
+  for (const [cfg, count, tensors] of cases) {
+    const m = new UNetVideoModel(cfg);
+    assert.equal(m.numParameters(), count, JSON.stringify(cfg));
+    if (tensors !== null) assert.equal(m.namedParameters().length, tensors);
+    m.dispose();
+  }
+  const maze = new UNetVideoModel({ imageSize: 64, modelChannels: 128, numResBlocks: 1 });
+  assert.equal((maze.numParameters() / 1e6).toFixed(2), '78.42');
+  maze.dispose();
+});
+
+test('reference parameter names (§12)', () => {
+  const m = new UNetVideoModel({ imageSize: 32, modelChannels: 32, numResBlocks: 1 });
+  const names = new Set(m.namedParameters().map(([n]) => n));
+  for (const n of [
+    'time_embed.0.weight',
+    'time_embed.2.bias',
+    'input_blocks.0.0.weight',
+    'input_blocks.1.0.in_layers.2.weight',
+    'input_blocks.1.0.emb_layers.1.weight',
+    'input_blocks.1.0.out_layers.3.weight',
+    'input_blocks.2.0.op.weight',
+    'input_blocks.3.0.skip_connection.weight',
+    'input_blocks.3.1.temporal_attention.rpe_k.rpe_net.embed_distances.weight',
+    'input_blocks.3.1.spatial_attention.qkv.weight',
+    'middle_block.1.temporal_attention.proj_out.bias',
+    'output_blocks.1.1.conv.weight',
+    'out.2.weight',
+  ]) {
+    assert.ok(names.has(n), `missing ${n}`);
+  }
+  m.dispose();
+});
+
+function inputs(B: number, T: number, C = 3, S = 32) {
+  return {
+    x: randn([B, T, C, S, S]),
+    x0: randn([B, T, C, S, S]),
+    timesteps: tensor([10, 700].slice(0, B)),
+    frameIndices: arange(0, B * T).reshape([B, T]),
+    obsMask: zeros([B, T]),
+    latentMask: ones([B, T]),
+  };
+}
+
+test('a freshly built model outputs exactly zero; output shapes for pixels and latents', () => {
+  for (const [cfg, C] of [
+    [{ imageSize: 32, modelChannels: 32, numResBlocks: 1 }, 3],
+    [{ imageSize: 32, modelChannels: 32, numResBlocks: 1, inChannels: 4 }, 4],
+    [{ imageSize: 32, modelChannels: 32, numResBlocks: 1, learnSigma: true }, 3],
+  ] as const) {
+    const m = new UNetVideoModel(cfg);
+    tidy(() => {
+      const y = inferenceMode(() => m.forward(inputs(2, 3, C)));
+      assert.deepEqual(y.shape, [2, 3, 'learnSigma' in cfg ? 2 * C : C, 32, 32]);
+      assert.equal(y.abs().max().item(), 0);
+    });
+    m.dispose();
+  }
+});
+
+test('matches the spec-derived PyTorch model on the same weights and inputs (fixture)', () => {
+  const m = new UNetVideoModel({ imageSize: 32, modelChannels: 32, numResBlocks: 1, numHeads: 2 });
+  deterministicFill(m);
+  const before = liveTensorCount();
+  tidy(() => {
+    const B = 2, T = 5, n = B * T * 3 * 32 * 32;
+    const i = arange(0, n, 1, { dtype: 'float64' });
+    const x = i.mul(0.013).sin().to({ dtype: 'float32' }).reshape([B, T, 3, 32, 32]);
+    const x0 = i.mul(0.007).cos().to({ dtype: 'float32' }).reshape([B, T, 3, 32, 32]);
+    const out = inferenceMode(() =>
+      m.forward({
+        x,
+        x0,
+        timesteps: tensor([123.5, 900]),
+        frameIndices: tensor([[0, 1, 2, 3, 4], [0, 3, 7, 10, 20]], { dtype: 'int64' }),
+        obsMask: tensor([[1, 1, 0, 0, 0], [0, 1, 0, 1, 0]]),
+        latentMask: tensor([[0, 0, 1, 1, 0], [1, 0, 1, 0, 0]]),
+      }),
+    );
+    const want = readNpy(path.join(here, '../fixtures/model/parity_out.npy'));
+    assert.deepEqual(want.shape, [B, T, 3, 32, 32]);
+    const got = out.toFloat32Array();
+    let maxErr = 0;
+    for (let k = 0; k < got.length; k++) maxErr = Math.max(maxErr, Math.abs(got[k]! - (want.data as Float32Array)[k]!));
+    assert.ok(maxErr < 1e-4, `max abs error ${maxErr}`);
+  });
+  assert.equal(liveTensorCount(), before);
+  m.dispose();
+});
+
+test('temporal attention between used and unused frames is exactly zero in both directions (§11.4)', () => {
+  const m = new UNetVideoModel({ imageSize: 32, modelChannels: 32, numResBlocks: 1, numHeads: 2 });
+  deterministicFill(m);
+  attentionProbe.temporal = [];
+  tidy(() => {
+    const base = inputs(1, 4);
+    inferenceMode(() => m.forward({ ...base, obsMask: tensor([[1, 0, 0, 0]]), latentMask: tensor([[0, 1, 0, 1]]), timesteps: tensor([300]) }));
+  });
+  const probes = attentionProbe.temporal;
+  attentionProbe.temporal = null;
+  assert.ok(probes.length > 0);
+  const used = [0, 1, 3];
+  const unused = [2];
+  for (const a of probes) {
+    const [B, H, P, T] = a.shape as number[];
+    const v = a.toFloat32Array();
+    for (let idx = 0; idx < B * H! * P!; idx++) {
+      for (const i of used) for (const j of unused) {
+        assert.equal(v[idx * T! * T! + i * T! + j], 0);
+        assert.equal(v[idx * T! * T! + j * T! + i], 0);
+      }
+      // rows still sum to one
+      let s = 0;
+      for (let j = 0; j < T!; j++) s += v[idx * T! * T! + 0 * T! + j]!;
+      assert.ok(Math.abs(s - 1) < 1e-5);
+    }
+    a.dispose();
+  }
+  m.dispose();
+});
