@@ -7,7 +7,7 @@ import { native } from './native.ts';
 
 export { Tensor, Generator, TorchError, call as atenCall, type Shape, type TensorOptions, type Scalar, type TensorOrScalar } from './tensor.ts';
 export * from './ops.ts';
-export { tidy, keep, disposeAll, scopeDepth } from './scope.ts';
+export { tidy, keep, adopt, disposeAll, scopeDepth } from './scope.ts';
 export { type DType, itemSize, isFloating, MemoryFormat, type MemoryFormatName } from './dtype.ts';
 
 // libtorch may start with a single intra-op thread when OpenMP sees no hint; default to every core

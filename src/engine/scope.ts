@@ -93,3 +93,12 @@ export function disposeAll(value: unknown): void {
 export function scopeDepth(): number {
   return scopes.length;
 }
+
+/**
+ * Hand a tensor that was `keep()`-ed back to the innermost open scope (if any), e.g. when a loop
+ * kept its running state and now returns it to a caller that may be inside `tidy`.
+ */
+export function adopt<T extends Disposable>(t: T): T {
+  trackInScope(t);
+  return t;
+}
