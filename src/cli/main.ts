@@ -6,6 +6,11 @@
 import { Command, CommanderError } from 'commander';
 import { FlexvidError } from '../util/errors.ts';
 import { register as registerData } from './data.ts';
+import { register as registerModel } from './model.ts';
+import { register as registerTrain } from './train.ts';
+import { register as registerSample } from './sample.ts';
+import { register as registerFvd } from './fvd.ts';
+import { register as registerUi } from './ui.ts';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -15,6 +20,11 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerData(program);
+  registerModel(program);
+  registerTrain(program);
+  registerSample(program);
+  registerFvd(program);
+  registerUi(program);
   return program;
 }
 
