@@ -305,8 +305,11 @@ std::string describe_args(const Napi::Array& args) {
   return s.str();
 }
 
-// callOp(id, args: any[]) -> value | value[]
+// callOp(id, args: any[], returnSelf?: boolean) -> value | value[]
 // Positional arguments follow the schema; missing trailing arguments take schema defaults.
+// With returnSelf (used for in-place operators), a single tensor result that is the very tensor
+// passed as the first argument is returned as that argument's own handle instead of a new one,
+// which saves allocating (and then freeing) a duplicate handle per in-place call.
 Napi::Value CallOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t id = info[0].As<Napi::Number>().Int32Value();
@@ -338,6 +341,13 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
       stack.push_back(to_ivalue(a, formal.type(), formal.name()));
     }
     op.handle.callBoxed(&stack);
+    if (stack.size() == 1 && info.Length() > 2 && info[2].ToBoolean().Value() && stack[0].isTensor() && args.Length() > 0) {
+      Napi::Value first = args.Get(0u);
+      if (first.IsExternal()) {
+        const at::Tensor& self = first.As<Napi::External<TensorBox>>().Data()->t;
+        if (self.defined() && self.unsafeGetTensorImpl() == stack[0].toTensor().unsafeGetTensorImpl()) return first;
+      }
+    }
     if (stack.size() == 1) return from_ivalue(env, stack[0]);
     auto out = Napi::Array::New(env, stack.size());
     for (size_t i = 0; i < stack.size(); ++i) out.Set(i, from_ivalue(env, stack[i]));
@@ -601,6 +611,10 @@ Napi::Value NewGenerator(const Napi::CallbackInfo& info) {
   std::string dev = info.Length() > 1 && info[1].IsString() ? std::string(info[1].As<Napi::String>()) : "cpu";
   at::Generator g;
   c10::Device device(dev);
+  if (!device.is_cpu() && !(device.is_cuda() && at::hasCUDA() && at::detail::getCUDAHooks().getNumGPUs() > 0)) {
+    throw Napi::Error::New(env, "Generator: device '" + dev + "' is not available (this libtorch " +
+                                    std::string(TORCH_VERSION) + (at::hasCUDA() ? " sees no CUDA device)" : " has no CUDA)"));
+  }
   if (device.is_cpu()) {
     g = at::detail::createCPUGenerator(seed);
   } else {
@@ -680,46 +694,61 @@ Napi::Value HasOp(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), c10::Dispatcher::singleton().findSchema({name, overload}).has_value());
 }
 
+// Every exported function runs inside this guard: a libtorch (c10::Error) or standard C++
+// exception becomes a JS exception instead of terminating the process.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value Guarded(const Napi::CallbackInfo& info) {
+  try {
+    return F(info);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(info.Env(), e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+}
+
 }  // namespace
 
 // Defined in c10d.cc when the distributed layer is compiled in.
 void RegisterDistributed(Napi::Env env, Napi::Object exports);
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("resolveOp", Napi::Function::New(env, ResolveOp));
-  exports.Set("opSchema", Napi::Function::New(env, OpSchema));
-  exports.Set("callOp", Napi::Function::New(env, CallOp));
-  exports.Set("hasOp", Napi::Function::New(env, HasOp));
-  exports.Set("fromBytes", Napi::Function::New(env, FromBytes));
-  exports.Set("toBytes", Napi::Function::New(env, ToBytes));
-  exports.Set("copyInto", Napi::Function::New(env, CopyInto));
-  exports.Set("meta", Napi::Function::New(env, Meta));
-  exports.Set("strides", Napi::Function::New(env, Strides));
-  exports.Set("isContiguousIn", Napi::Function::New(env, IsContiguousIn));
-  exports.Set("free", Napi::Function::New(env, Free));
-  exports.Set("isFreed", Napi::Function::New(env, IsFreed));
-  exports.Set("sameTensor", Napi::Function::New(env, SameTensor));
-  exports.Set("liveCount", Napi::Function::New(env, LiveCount));
-  exports.Set("liveBytes", Napi::Function::New(env, LiveBytes));
-  exports.Set("setRequiresGrad", Napi::Function::New(env, SetRequiresGrad));
-  exports.Set("grad", Napi::Function::New(env, Grad));
-  exports.Set("setGrad", Napi::Function::New(env, SetGrad));
-  exports.Set("backward", Napi::Function::New(env, Backward));
-  exports.Set("autogradGrad", Napi::Function::New(env, AutogradGrad));
-  exports.Set("isGradEnabled", Napi::Function::New(env, IsGradEnabled));
-  exports.Set("setGradEnabled", Napi::Function::New(env, SetGradEnabled));
-  exports.Set("pushInferenceMode", Napi::Function::New(env, PushInferenceMode));
-  exports.Set("popInferenceMode", Napi::Function::New(env, PopInferenceMode));
-  exports.Set("isInferenceTensor", Napi::Function::New(env, IsInferenceTensor));
-  exports.Set("newGenerator", Napi::Function::New(env, NewGenerator));
-  exports.Set("generatorGetState", Napi::Function::New(env, GeneratorGetState));
-  exports.Set("generatorSetState", Napi::Function::New(env, GeneratorSetState));
-  exports.Set("manualSeed", Napi::Function::New(env, ManualSeed));
-  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
-  exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
-  exports.Set("cudaAvailable", Napi::Function::New(env, CudaAvailable));
-  exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount));
-  exports.Set("version", Napi::Function::New(env, Version));
+  exports.Set("resolveOp", Napi::Function::New(env, Guarded<ResolveOp>));
+  exports.Set("opSchema", Napi::Function::New(env, Guarded<OpSchema>));
+  exports.Set("callOp", Napi::Function::New(env, Guarded<CallOp>));
+  exports.Set("hasOp", Napi::Function::New(env, Guarded<HasOp>));
+  exports.Set("fromBytes", Napi::Function::New(env, Guarded<FromBytes>));
+  exports.Set("toBytes", Napi::Function::New(env, Guarded<ToBytes>));
+  exports.Set("copyInto", Napi::Function::New(env, Guarded<CopyInto>));
+  exports.Set("meta", Napi::Function::New(env, Guarded<Meta>));
+  exports.Set("strides", Napi::Function::New(env, Guarded<Strides>));
+  exports.Set("isContiguousIn", Napi::Function::New(env, Guarded<IsContiguousIn>));
+  exports.Set("free", Napi::Function::New(env, Guarded<Free>));
+  exports.Set("isFreed", Napi::Function::New(env, Guarded<IsFreed>));
+  exports.Set("sameTensor", Napi::Function::New(env, Guarded<SameTensor>));
+  exports.Set("liveCount", Napi::Function::New(env, Guarded<LiveCount>));
+  exports.Set("liveBytes", Napi::Function::New(env, Guarded<LiveBytes>));
+  exports.Set("setRequiresGrad", Napi::Function::New(env, Guarded<SetRequiresGrad>));
+  exports.Set("grad", Napi::Function::New(env, Guarded<Grad>));
+  exports.Set("setGrad", Napi::Function::New(env, Guarded<SetGrad>));
+  exports.Set("backward", Napi::Function::New(env, Guarded<Backward>));
+  exports.Set("autogradGrad", Napi::Function::New(env, Guarded<AutogradGrad>));
+  exports.Set("isGradEnabled", Napi::Function::New(env, Guarded<IsGradEnabled>));
+  exports.Set("setGradEnabled", Napi::Function::New(env, Guarded<SetGradEnabled>));
+  exports.Set("pushInferenceMode", Napi::Function::New(env, Guarded<PushInferenceMode>));
+  exports.Set("popInferenceMode", Napi::Function::New(env, Guarded<PopInferenceMode>));
+  exports.Set("isInferenceTensor", Napi::Function::New(env, Guarded<IsInferenceTensor>));
+  exports.Set("newGenerator", Napi::Function::New(env, Guarded<NewGenerator>));
+  exports.Set("generatorGetState", Napi::Function::New(env, Guarded<GeneratorGetState>));
+  exports.Set("generatorSetState", Napi::Function::New(env, Guarded<GeneratorSetState>));
+  exports.Set("manualSeed", Napi::Function::New(env, Guarded<ManualSeed>));
+  exports.Set("setNumThreads", Napi::Function::New(env, Guarded<SetNumThreads>));
+  exports.Set("getNumThreads", Napi::Function::New(env, Guarded<GetNumThreads>));
+  exports.Set("cudaAvailable", Napi::Function::New(env, Guarded<CudaAvailable>));
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, Guarded<CudaDeviceCount>));
+  exports.Set("version", Napi::Function::New(env, Guarded<Version>));
   RegisterDistributed(env, exports);
   return exports;
 }

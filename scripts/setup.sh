@@ -16,13 +16,32 @@ if ! node native/find-libtorch.mjs json >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "flexvid: installing Debian's libtorch-dev (one time, a few minutes)…" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtorch-dev >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtorch-dev libopenblas0-openmp >&2
   else
     echo "flexvid: libtorch not found. Install it with:" >&2
     echo "  sudo apt-get install -y libtorch-dev" >&2
     echo "or point LIBTORCH at a libtorch folder, or set LIBTORCH_USE_PYTORCH=1 to use your Python torch." >&2
     exit 1
   fi
+fi
+
+# Debian's libtorch calls BLAS through libblas.so.3, which defaults to the slow reference BLAS:
+# matmuls (linear layers, attention) then run ~10x slower. OpenBLAS (OpenMP build, to share
+# libtorch's thread pool) is picked up through the alternatives system.
+if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ] && [ -e /usr/include/ATen/ATen.h ]; then
+  blas=$(readlink -f "$(ldconfig -p 2>/dev/null | awk '/libblas\.so\.3 /{print $NF; exit}')" 2>/dev/null || true)
+  case "$blas" in
+    *openblas*|*mkl*|*blis*|*atlas*) ;;
+    *)
+      if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "flexvid: installing OpenBLAS for fast matrix products (libopenblas0-openmp)…" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libopenblas0-openmp >&2 \
+          || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libopenblas0-openmp >&2; }
+      else
+        echo "flexvid: warning: the system BLAS is the slow reference implementation; for speed run: sudo apt-get install -y libopenblas0-openmp" >&2
+      fi
+      ;;
+  esac
 fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -7,7 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { FlexvidError } from '../util/errors.ts';
 import { register as registerData } from './data.ts';
 import { register as registerModel } from './model.ts';
-import { register as registerTrain } from './train.ts';
+import { register as registerTrain, preprocessTrainArgv } from './train.ts';
 import { register as registerSample } from './sample.ts';
 import { register as registerFvd } from './fvd.ts';
 import { register as registerUi } from './ui.ts';
@@ -31,7 +31,7 @@ export function buildProgram(): Command {
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(argv[0] === 'train' ? preprocessTrainArgv(argv) : argv, { from: 'user' });
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {

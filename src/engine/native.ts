@@ -15,7 +15,7 @@ export type NativeGenerator = { readonly __nativeGenerator: unique symbol };
 export interface NativeBinding {
   resolveOp(name: string): number;
   opSchema(id: number): string;
-  callOp(id: number, args: unknown[]): unknown;
+  callOp(id: number, args: unknown[], returnSelf?: boolean): unknown;
   hasOp(name: string): boolean;
   fromBytes(bytes: ArrayBufferView, shape: number[], dtype: number): NativeTensor;
   toBytes(t: NativeTensor): ArrayBuffer;

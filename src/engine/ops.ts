@@ -4,7 +4,7 @@
  */
 import { native } from './native.ts';
 import { dtypeCode, dtypeOfArray, type DType, type NumericArray } from './dtype.ts';
-import { call, callMany, callRaw, Generator, Tensor, TorchError, type Shape, type TensorOptions } from './tensor.ts';
+import { call, callMany, callRaw, Generator, guardNative, Tensor, TorchError, type Shape, type TensorOptions } from './tensor.ts';
 
 const cpuFloat = (o: TensorOptions = {}) => [dtypeCode(o.dtype ?? 'float32'), null, o.device ?? null, null] as const;
 
@@ -45,7 +45,12 @@ export function tensor(data: NumericArray | number[] | number[][] | number[][][]
   }
   if (numelOf(shape) !== arr.length) throw new TorchError(`tensor(): ${arr.length} values do not fill shape [${shape.join(', ')}]`);
   const own = dtypeOfArray(arr);
-  let t = new Tensor(native.fromBytes(arr, shape, dtypeCode(own)));
+  let t: Tensor;
+  try {
+    t = new Tensor(native.fromBytes(arr, shape, dtypeCode(own)));
+  } catch (e) {
+    throw new TorchError(`tensor(): ${(e as Error).message}`);
+  }
   if ((opts.dtype !== undefined && opts.dtype !== own) || (opts.device !== undefined && opts.device !== 'cpu')) {
     const moved = t.to({ dtype: opts.dtype ?? own, device: opts.device });
     t.dispose();
@@ -56,7 +61,11 @@ export function tensor(data: NumericArray | number[] | number[][] | number[][][]
 
 /** Tensor over raw little-endian bytes with the given dtype and shape (copied). */
 export function fromBytes(bytes: Uint8Array, shape: Shape, dtype: DType): Tensor {
-  return new Tensor(native.fromBytes(bytes, [...shape], dtypeCode(dtype)));
+  try {
+    return new Tensor(native.fromBytes(bytes, [...shape], dtypeCode(dtype)));
+  } catch (e) {
+    throw e instanceof TorchError ? e : new TorchError((e as Error).message);
+  }
 }
 
 /** Scalar (0-d) tensor. */
@@ -344,6 +353,11 @@ export function mseLoss(a: Tensor, b: Tensor, reduction: 'mean' | 'sum' | 'none'
   return call('mse_loss', a, b, reduction === 'none' ? 0 : reduction === 'mean' ? 1 : 2);
 }
 
+/** Whether this libtorch has the ATen operator `name` ("aten::" optional, overload after a dot). */
+export function hasOperator(name: string): boolean {
+  return native.hasOp(name.includes('::') ? name : `aten::${name}`);
+}
+
 const hasSdpa = native.hasOp('aten::scaled_dot_product_attention');
 
 /** Whether this libtorch has a fused scaled-dot-product attention. */
@@ -354,20 +368,42 @@ export function hasScaledDotProductAttention(): boolean {
 /**
  * softmax(q kᵀ · scale + mask) v. Shapes: q `[..., Lq, d]`, k `[..., Lk, d]`, v `[..., Lk, dv]`;
  * `mask` is boolean (true = attend) or additive float, broadcastable to `[..., Lq, Lk]`.
- * Uses libtorch's fused kernel where available (2.x) and a plain matmul form otherwise.
+ * Uses libtorch's fused kernel where available (2.x) and a plain matmul form otherwise;
+ * `impl` forces one path ('fused' throws when this libtorch has none).
  */
-export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, mask?: Tensor | null, scale?: number): Tensor {
+export function scaledDotProductAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  mask?: Tensor | null,
+  scale?: number,
+  impl: 'auto' | 'fused' | 'plain' = 'auto',
+): Tensor {
   const d = q.size(-1);
   const s = scale ?? 1 / Math.sqrt(d);
-  if (hasSdpa && (scale === undefined || native.opSchema(native.resolveOp('aten::scaled_dot_product_attention')).includes('scale'))) {
-    return call('scaled_dot_product_attention', q, k, v, mask ?? null, 0, false, ...(scale === undefined ? [] : [s]));
+  if (impl === 'fused' && !hasSdpa) throw new TorchError(`scaledDotProductAttention: libtorch ${native.version().torch} has no fused scaled_dot_product_attention`);
+  if (impl !== 'plain' && hasSdpa) {
+    const takesScale = native.opSchema(native.resolveOp('aten::scaled_dot_product_attention')).includes('scale');
+    if (scale === undefined || takesScale) {
+      return call('scaled_dot_product_attention', q, k, v, mask ?? null, 0, false, ...(scale === undefined ? [] : [s]));
+    }
+    if (impl === 'fused') {
+      // libtorch 2.0: no scale argument; fold it into q (the fused kernel divides by √d itself).
+      using qs = q.mul(s * Math.sqrt(d));
+      return call('scaled_dot_product_attention', qs, k, v, mask ?? null, 0, false);
+    }
   }
   using kt = k.transpose(-2, -1);
   using logits0 = q.matmul(kt);
   using logits = logits0.mul(s);
   let masked: Tensor = logits;
   if (mask) {
-    masked = mask.dtype === 'bool' ? logits.maskedFill(mask.logicalNot(), -Infinity) : logits.add(mask);
+    if (mask.dtype === 'bool') {
+      using notMask = mask.logicalNot();
+      masked = logits.maskedFill(notMask, -Infinity);
+    } else {
+      masked = logits.add(mask);
+    }
   }
   using attn = masked.softmax(-1);
   if (masked !== logits) masked.dispose();
@@ -418,13 +454,15 @@ export function inferenceMode<T>(fn: () => T): T {
 
 /** Gradients of `outputs` w.r.t. `inputs` (like torch.autograd.grad). */
 export function autogradGrad(outputs: Tensor[], inputs: Tensor[], opts: { gradOutputs?: Tensor[]; retainGraph?: boolean; createGraph?: boolean; allowUnused?: boolean } = {}): (Tensor | null)[] {
-  const res = native.autogradGrad(
-    outputs.map((t) => t.handle),
-    inputs.map((t) => t.handle),
-    opts.gradOutputs ? opts.gradOutputs.map((t) => t.handle) : null,
-    opts.retainGraph ?? false,
-    opts.createGraph ?? false,
-    opts.allowUnused ?? false,
+  const res = guardNative('grad', () =>
+    native.autogradGrad(
+      outputs.map((t) => t.handle),
+      inputs.map((t) => t.handle),
+      opts.gradOutputs ? opts.gradOutputs.map((t) => t.handle) : null,
+      opts.retainGraph ?? false,
+      opts.createGraph ?? false,
+      opts.allowUnused ?? false,
+    ),
   );
   return res.map((h) => (h === null ? null : new Tensor(h)));
 }

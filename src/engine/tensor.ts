@@ -16,6 +16,17 @@ export class TorchError extends Error {
   }
 }
 
+/** Run a direct binding call, turning its errors into TorchErrors. */
+export function guardNative<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof TorchError) throw e;
+    const msg = (e as Error).message;
+    throw new TorchError(msg.startsWith(what) ? msg : `${what}: ${msg}`);
+  }
+}
+
 const opIds = new Map<string, number>();
 
 function opId(name: string): number {
@@ -38,10 +49,10 @@ function toNativeArg(a: Arg): unknown {
 }
 
 /** Call an ATen operator by name ("conv2d", "add.Tensor", "aten::max.dim"); returns raw results. */
-export function callRaw(name: string, args: Arg[]): unknown {
+export function callRaw(name: string, args: Arg[], returnSelf = false): unknown {
   const nargs = args.map(toNativeArg);
   try {
-    return native.callOp(opId(name), nargs);
+    return native.callOp(opId(name), nargs, returnSelf);
   } catch (e) {
     throw new TorchError((e as Error).message);
   }
@@ -65,10 +76,10 @@ export function callMany(name: string, ...args: Arg[]): Tensor[] {
   return (callRaw(name, args) as NativeTensor[]).map((h) => new Tensor(h));
 }
 
-/** Call an in-place operator on `self` and return `self` (the duplicate handle is freed). */
+/** Call an in-place operator on `self` and return `self` (no duplicate handle is kept). */
 function callInplace(self: Tensor, name: string, ...args: Arg[]): Tensor {
-  const r = callRaw(name, [self, ...args]) as NativeTensor;
-  native.free(r);
+  const r = callRaw(name, [self, ...args], true) as NativeTensor;
+  if (r !== self.handle) native.free(r);
   self.invalidateMeta();
   return self;
 }
@@ -249,6 +260,14 @@ export class Tensor {
     return this.to({ dtype: 'int64' });
   }
 
+  half(): Tensor {
+    return this.to({ dtype: 'float16' });
+  }
+
+  bfloat16(): Tensor {
+    return this.to({ dtype: 'bfloat16' });
+  }
+
   clone(memoryFormat: MemoryFormatName = 'preserve'): Tensor {
     return call('clone', this, MemoryFormat[memoryFormat]);
   }
@@ -276,7 +295,8 @@ export class Tensor {
 
   /** Overwrite a contiguous CPU tensor from a typed array of matching byte size (no allocation). */
   setData(bytes: ArrayBufferView): this {
-    native.copyInto(this.handle, bytes);
+    guardNative('setData', () => native.copyInto(this.handle, bytes));
+    this.invalidateMeta();
     return this;
   }
 
@@ -284,7 +304,7 @@ export class Tensor {
   // Autograd
 
   requiresGrad_(v = true): this {
-    native.setRequiresGrad(this.handle, v);
+    guardNative('requiresGrad', () => native.setRequiresGrad(this.handle, v));
     return this;
   }
 
@@ -296,7 +316,10 @@ export class Tensor {
 
   /** Replace (or clear, with null) the accumulated gradient. */
   setGrad(g: Tensor | null): void {
-    native.setGrad(this.handle, g === null ? null : g.handle);
+    if (g !== null && (g.shape.join(',') !== this.shape.join(',') || g.dtype !== this.dtype || g.device !== this.device)) {
+      throw new TorchError(`setGrad: gradient ${g} does not match tensor ${this}`);
+    }
+    guardNative('setGrad', () => native.setGrad(this.handle, g === null ? null : g.handle));
   }
 
   zeroGrad(): void {
@@ -814,7 +837,11 @@ export class Generator {
 
   constructor(seed: number, device = 'cpu') {
     if (!Number.isSafeInteger(seed) || seed < 0) throw new TorchError(`Generator seed must be a non-negative integer, got ${seed}`);
-    this.handle = native.newGenerator(seed, device);
+    try {
+      this.handle = native.newGenerator(seed, device);
+    } catch (e) {
+      throw new TorchError((e as Error).message);
+    }
     this.device = device;
   }
 
@@ -824,7 +851,11 @@ export class Generator {
   }
 
   setState(state: Tensor): void {
-    native.generatorSetState(this.handle, state.handle);
+    try {
+      native.generatorSetState(this.handle, state.handle);
+    } catch (e) {
+      throw new TorchError((e as Error).message);
+    }
   }
 
   /** State as plain bytes (for JSON/safetensors checkpoints). */
@@ -834,7 +865,13 @@ export class Generator {
   }
 
   setStateBytes(bytes: Uint8Array): void {
-    using t = new Tensor(native.fromBytes(bytes, [bytes.length], dtypeCode('uint8')));
+    let h: NativeTensor;
+    try {
+      h = native.fromBytes(bytes, [bytes.length], dtypeCode('uint8'));
+    } catch (e) {
+      throw new TorchError((e as Error).message);
+    }
+    using t = new Tensor(h);
     this.setState(t);
   }
 }
