@@ -1,0 +1,141 @@
+/**
+ * Model benchmark (issue 4): a training step (forward + backward + AdamW, autoregressive masks)
+ * and one sampling stage (the default Heun string: 47 steps + 1 warm-up call, 10 frames with 5
+ * observed / 20 with 10) for the Balls config (32², ch 64, 1 res-block, batch 2 × 10 frames) and
+ * the Maze config (64², ch 128, 1 res-block, 1 video × 20 frames). When PyTorch is importable the
+ * same computations run in bench/pytorch/model_peer.py (the spec-derived U-Net), alternating with
+ * ours so both see the same load; the ratio is the median of per-repetition ratios.
+ *
+ * Usage: npm run bench -- model [--cases balls-train,balls-sample,maze-train,maze-sample] [--reps 3] [--threads 2] [--no-pytorch]
+ */
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as E from '../src/engine/index.ts';
+import { AdamW, setInitSeed } from '../src/nn/index.ts';
+import { UNetVideoModel } from '../src/model/unet.ts';
+import { forwardGflopPerFrame } from '../src/model/flops.ts';
+import { GaussianDiffusion } from '../src/diffusion/gaussian-diffusion.ts';
+import { sampleHeun } from '../src/diffusion/samplers.ts';
+import { parseSampler, DEFAULT_SAMPLER, type HeunSamplerArgs } from '../src/diffusion/sampler-args.ts';
+import { findPython, median, Peer } from './lib/peer.ts';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const PEAK_GFLOPS_PER_CORE = 190; // 2 AVX-512 FMA units × 16 fp32 lanes × 2 × ~3 GHz (issue 4's figure: ≈380 for 2 cores)
+
+const CONFIGS = {
+  balls: { imageSize: 32, modelChannels: 64, numResBlocks: 1, B: 2, T: 10, nObs: 5 },
+  maze: { imageSize: 64, modelChannels: 128, numResBlocks: 1, B: 1, T: 20, nObs: 10 },
+} as const;
+
+interface Bench {
+  flops: number;
+  step(): void;
+  dispose(): void;
+}
+
+function setup(caseName: string): Bench {
+  const [name, kind] = caseName.split('-') as ['balls' | 'maze', 'train' | 'sample'];
+  const c = CONFIGS[name];
+  setInitSeed(0);
+  const model = new UNetVideoModel({ imageSize: c.imageSize, modelChannels: c.modelChannels, numResBlocks: c.numResBlocks });
+  const diffusion = new GaussianDiffusion();
+  const B = kind === 'train' ? c.B : 1;
+  const g = new E.Generator(0);
+  const keepT = (t: E.Tensor) => E.keep(t);
+  const x0 = keepT(E.randn([B, c.T, 3, c.imageSize, c.imageSize], g));
+  const obsArr = new Float32Array(B * c.T).map((_, i) => (i % c.T < c.nObs ? 1 : 0));
+  const obs = keepT(E.tensor(obsArr, { shape: [B, c.T] }));
+  const lat = keepT(obs.rsub(1));
+  const fi = keepT(E.arange(0, c.T, 1, { dtype: 'float32' }).unsqueeze(0).expand([B, c.T]).contiguous());
+  const modelFn = (x: E.Tensor, ts: E.Tensor) => model.forward({ x, x0, timesteps: ts, frameIndices: fi, obsMask: obs, latentMask: lat });
+  const fwdFlops = forwardGflopPerFrame(model.config, c.T) * 1e9 * B * c.T;
+  const cleanup = () => {
+    for (const t of [x0, obs, lat, fi]) t.dispose();
+  };
+  if (kind === 'train') {
+    const opt = new AdamW(model, { lr: 1e-4, weightDecay: 0 });
+    return {
+      flops: 3 * fwdFlops,
+      step() {
+        E.tidy(() => {
+          const t = Array.from({ length: B }, () => Math.floor(Math.random() * 1000));
+          const noise = E.randn(x0.shape, g);
+          const l = diffusion.trainingLosses(modelFn, x0, t, { noise, latentMask: lat, evalMask: lat });
+          l.loss.mean().backward();
+          opt.step();
+          opt.zeroGrad();
+        });
+      },
+      dispose() {
+        opt.dispose();
+        model.dispose();
+        cleanup();
+      },
+    };
+  }
+  model.eval();
+  const args = parseSampler(DEFAULT_SAMPLER) as HeunSamplerArgs;
+  return {
+    flops: 48 * fwdFlops,
+    step() {
+      E.tidy(() => E.inferenceMode(() => sampleHeun(diffusion, modelFn, args, { x0, obsMask: obs, generator: g })));
+    },
+    dispose() {
+      model.dispose();
+      cleanup();
+    },
+  };
+}
+
+function flag(args: string[], name: string, dflt: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
+}
+
+export async function run(args: string[]): Promise<void> {
+  const cases = flag(args, 'cases', 'balls-train,balls-sample,maze-train,maze-sample').split(',');
+  const reps = Number(flag(args, 'reps', '3'));
+  const threads = Number(flag(args, 'threads', '2'));
+  E.setNumThreads(threads);
+  const python = args.includes('--no-pytorch') ? null : findPython();
+  const peer = python ? new Peer(python, path.join(here, 'pytorch', 'model_peer.py'), threads) : null;
+  const torchInfo = peer ? await peer.next() : null;
+  const rows: { case: string; ms: number; gflops: number; pct_peak: number; pytorch_ms?: number; ratio_vs_pytorch?: number }[] = [];
+  for (const name of cases) {
+    const b = setup(name);
+    if (peer) await peer.request({ cmd: 'setup', case: name });
+    b.step(); // warm-up
+    if (peer) await peer.request({ cmd: 'step' });
+    const ours: number[] = [];
+    const theirs: number[] = [];
+    const ratios: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      const t0 = performance.now();
+      b.step();
+      const ms = performance.now() - t0;
+      ours.push(ms);
+      if (peer) {
+        const p = (await peer.request({ cmd: 'step' })) as { ms: number };
+        theirs.push(p.ms);
+        ratios.push(ms / p.ms);
+      }
+    }
+    b.dispose();
+    const ms = median(ours);
+    const gflops = b.flops / 1e6 / ms;
+    const row: (typeof rows)[number] = { case: name, ms: Math.round(ms), gflops: Number(gflops.toFixed(1)), pct_peak: Number(((100 * gflops) / (PEAK_GFLOPS_PER_CORE * threads)).toFixed(1)) };
+    if (peer) {
+      row.pytorch_ms = Math.round(median(theirs));
+      row.ratio_vs_pytorch = Number(median(ratios).toFixed(3));
+    }
+    rows.push(row);
+    process.stderr.write(`${name}: ${row.ms} ms${peer ? ` (PyTorch ${row.pytorch_ms} ms, ratio ${row.ratio_vs_pytorch})` : ''}\n`);
+  }
+  peer?.close();
+  console.log(`model benchmark — ${threads} thread(s), libtorch ${E.torchVersion()}${torchInfo ? `, PyTorch peer ${torchInfo.torch}` : ', no PyTorch peer'}`);
+  console.log(`${'case'.padEnd(14)} ${'ms'.padStart(8)} ${'GFLOP/s'.padStart(8)} ${'% peak'.padStart(7)} ${'PyTorch ms'.padStart(11)} ${'ratio'.padStart(6)}`);
+  for (const r of rows) {
+    console.log(`${r.case.padEnd(14)} ${String(r.ms).padStart(8)} ${String(r.gflops).padStart(8)} ${String(r.pct_peak).padStart(7)} ${String(r.pytorch_ms ?? '-').padStart(11)} ${String(r.ratio_vs_pytorch ?? '-').padStart(6)}`);
+  }
+  console.log(JSON.stringify({ bench: 'model', threads, results: rows }));
+}
