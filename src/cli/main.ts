@@ -11,6 +11,7 @@ import { register as registerTrain, preprocessTrainArgv } from './train.ts';
 import { register as registerSample } from './sample.ts';
 import { register as registerFvd } from './fvd.ts';
 import { register as registerUi } from './ui.ts';
+import { register as registerDemo } from './demo.ts';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerSample(program);
   registerFvd(program);
   registerUi(program);
+  registerDemo(program);
   return program;
 }
 

@@ -131,6 +131,11 @@ export function resolveDataset(nameOrPath: string): DatasetInfo {
   const base = streaming ? nameOrPath.replace(/^streaming_?/, '') : nameOrPath;
   const spec = BUILTIN[base] ?? user.get(base);
   if (spec) return { name: nameOrPath, streaming, ...spec };
+  // `streaming_<folder>`: a dataset folder read as a lifelong stream.
+  if (streaming && /^streaming_/.test(nameOrPath)) {
+    const folder = nameOrPath.slice('streaming_'.length);
+    if (fs.existsSync(folder) && fs.statSync(folder).isDirectory()) return { ...describeFolder(folder), name: nameOrPath, streaming: true };
+  }
   // A folder given directly (no streaming prefix handling: the path is taken as is).
   if (fs.existsSync(nameOrPath) && fs.statSync(nameOrPath).isDirectory()) {
     return { name: nameOrPath, streaming: false, ...describeFolder(nameOrPath) };

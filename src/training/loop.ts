@@ -134,8 +134,6 @@ function onDevice(t: Tensor, device: string): Tensor {
  * lifelong stream.
  */
 export function resolveTrainDataset(name: string): DatasetInfo {
-  const m = /^streaming_(.+)$/.exec(name);
-  if (m && fs.existsSync(m[1]!) && fs.statSync(m[1]!).isDirectory()) return { ...resolveDataset(m[1]!), name, streaming: true };
   return resolveDataset(name);
 }
 

@@ -63,7 +63,7 @@ export const TRAIN_FLAGS: readonly FlagSpec[] = [
   { key: 'maxSteps', type: 'int', default: 0, help: 'stop after this many steps (0 = until the stream ends / lr anneal)', group: 'run' },
   { key: 'seed', type: 'int', default: 0, help: 'seed of model init, noise, timesteps and masks', group: 'run' },
   { key: 'device', type: 'string', default: 'auto', help: 'cpu, cuda, cuda:N or auto (cuda when available)', group: 'run' },
-  { key: 'threads', type: 'int', default: 0, help: 'intra-op threads (0 = all cores)', group: 'run' },
+  { key: 'threads', type: 'int', default: 0, help: 'intra-op threads (0 = the cores idle at start-up)', group: 'run' },
   { key: 'project', type: 'string', default: '', help: 'project grouping runs (default $FLEXVID_PROJECT or "default")', group: 'run' },
   { key: 'diffusionSpace', type: 'string', default: 'pixel', choices: ['pixel', 'latent'], help: 'pixel or latent diffusion', group: 'run' },
   { key: 'encDecChunkSize', type: 'int', default: 20, help: 'VAE chunk size (latent space)', unused: true, group: 'run' },
