@@ -138,3 +138,16 @@ test('temporal attention between used and unused frames is exactly zero in both 
   }
   m.dispose();
 });
+
+test('training (einsum) and sampling (batched GEMM) forms of temporal attention agree', () => {
+  const m = new UNetVideoModel({ imageSize: 32, modelChannels: 32, numResBlocks: 1, numHeads: 2 });
+  deterministicFill(m);
+  tidy(() => {
+    const inp = { ...inputs(2, 4), obsMask: tensor([[1, 0, 0, 0], [1, 1, 0, 0]]), latentMask: tensor([[0, 1, 1, 0], [0, 0, 1, 1]]) };
+    const a = m.forward(inp); // grad mode: einsum form
+    const b = inferenceMode(() => m.forward(inp)); // GEMM form
+    const diff = a.sub(b).abs().max().item();
+    assert.ok(diff < 1e-4, `max diff ${diff}`);
+  });
+  m.dispose();
+});
