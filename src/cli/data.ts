@@ -6,6 +6,7 @@
  *   flexvid data import-zip ZIP --out DIR
  *   flexvid data from-video FILE... --out DIR [--resolution 64] [--fps 20] [--chunk-size 1000]
  *                      [--test FILE | --test-fraction 0.1]
+ *                      [--latent --vae PATH [--vae-dtype auto] [--device auto] [--encode-chunk-size 20] [--posterior sample]]
  *   flexvid data info DIR [--T 10]
  *   flexvid data preview DIR [--split test] [--start 0] [--frames 50] --out clip.gif
  *
@@ -16,6 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import { OptionError } from '../util/errors.ts';
+import type { DType } from '../engine/index.ts';
 import { startProgress, type Progress } from './progress.ts';
 import { generateBalls } from '../data/balls-generate.ts';
 import { importZip } from '../data/import-zip.ts';
@@ -53,6 +55,19 @@ function alias(flags: string, parse?: (v: string) => unknown): Option {
   const o = new Option(flags).hideHelp();
   if (parse) o.argParser(parse);
   return o;
+}
+
+/**
+ * The VAE frame encoder of `from-video --latent` (REFERENCE_SPEC §5.11). The engine and the VAE are
+ * imported only here, so the other `flexvid data` commands do not load libtorch.
+ */
+async function latentEncoder(o: { vae?: string; vaeDtype?: string; device?: string; encodeChunkSize?: number; posterior?: string }) {
+  const E = await import('../engine/index.ts');
+  const V = await import('../vae/index.ts');
+  const device = o.device === undefined || o.device === 'auto' ? (E.cudaAvailable() ? 'cuda' : 'cpu') : o.device;
+  if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new OptionError('--device', 'cpu, cuda, cuda:N or auto', o.device);
+  const vae = V.loadVae(o.vae, { device, dtype: (o.vaeDtype ?? 'auto') as DType | 'auto' });
+  return V.vaeFrameEncoder(vae, { chunkSize: o.encodeChunkSize, posterior: (o.posterior ?? 'sample') as 'sample' | 'mean' });
 }
 
 /** Registers `flexvid data …`. */
@@ -133,7 +148,7 @@ export function register(program: Command): void {
 
   data
     .command('from-video')
-    .description('make a uint8 dataset from your own video files (ffmpeg: centre square crop, scale, fps)')
+    .description('make a dataset from your own video files (ffmpeg: centre square crop, scale, fps): uint8 frames, or SDXL-VAE latents with --latent')
     .argument('<files...>', 'input videos of the train stream, concatenated in order')
     .requiredOption('--out <dir>', 'output dataset folder')
     .option('--resolution <px>', 'frame side in pixels (default 64)', intArg('--resolution', 1))
@@ -143,14 +158,27 @@ export function register(program: Command): void {
     .option('--test-fraction <f>', 'fraction of chunks moved to the test stream when no --test (default 0.1)', numArg('--test-fraction'))
     .option('--scale-flags <name>', 'ffmpeg scaler (default area)')
     .option('--overwrite', 'replace a dataset already in --out')
+    .option('--latent', 'encode the frames with the SDXL VAE into a latent dataset (docs/latent.md; default --resolution 256)')
+    .option('--vae <path>', 'VAE weights (diffusion_pytorch_model.safetensors or its folder) for --latent; default $FLEXVID_VAE')
+    .addOption(new Option('--vae-dtype <dtype>', 'VAE compute dtype (auto: float16 on CUDA, float32 on the CPU)').choices(['auto', 'float32', 'bfloat16', 'float16']))
+    .option('--device <dev>', 'device of the VAE: cpu, cuda, cuda:N or auto (default auto)')
+    .option('--encode-chunk-size <n>', 'frames per VAE call (default 20)', intArg('--encode-chunk-size', 1))
+    .addOption(new Option('--posterior <mode>', 'latent = a posterior sample (the reference) or its mean').choices(['sample', 'mean']))
     .option('--quiet', 'no progress output')
     .action(async (files: string[], o) => {
       let bar: Progress | undefined;
       try {
+        const latent = o.latent ? await latentEncoder(o) : undefined;
+        if (!o.latent) {
+          for (const flag of ['vae', 'vaeDtype', 'device', 'encodeChunkSize', 'posterior'] as const) {
+            if (o[flag] !== undefined) throw new OptionError('--latent', `the --latent flag with --${flag.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`, 'no --latent');
+          }
+        }
         const r = await datasetFromVideo({
+          latent,
           inputs: files,
           out: o.out,
-          resolution: o.resolution,
+          resolution: o.resolution ?? (latent ? 256 : undefined),
           fps: o.fps,
           chunkSize: o.chunkSize,
           test: o.test,
@@ -158,12 +186,12 @@ export function register(program: Command): void {
           scaleFlags: o.scaleFlags,
           overwrite: Boolean(o.overwrite),
           onProgress: (done, expected) => {
-            bar ??= startProgress('decode', Math.max(1, expected), { unit: 'frames', quiet: o.quiet });
+            bar ??= startProgress(latent ? 'decode+encode' : 'decode', Math.max(1, expected), { unit: 'frames', quiet: o.quiet });
             bar.update(done);
           },
         });
         process.stdout.write(
-          `wrote ${r.out}: train ${r.trainFrames} frames, test ${r.testFrames} frames` +
+          `wrote ${r.out}: ${latent ? 'latent dataset, ' : ''}train ${r.trainFrames} frames, test ${r.testFrames} frames` +
             (r.droppedFrames ? ` (dropped ${r.droppedFrames} frames of incomplete last chunks)` : '') +
             '\n',
         );

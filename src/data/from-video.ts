@@ -8,6 +8,10 @@
  * on a pipe. Several input files are concatenated into one stream. The test stream is either a
  * separate video (`test`) or the last `testFraction` of the chunks. A final partial chunk is
  * dropped (reported).
+ *
+ * With `latent` (a VAE {@link FrameEncoder}, `flexvid data from-video --latent --vae PATH`) the
+ * frames are encoded into a latent dataset in the same layout (`src/data/latent-video.ts`,
+ * REFERENCE_SPEC §5.11): chunks of float32 latents `(K, R/f, R/f, C)`, `resolution` = the latent side.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -18,6 +22,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/fs-atomic.ts';
 import { encodeNpyHeader } from './npy.ts';
 import { FORMAT_VERSION, chunkPath, configPath, splitDir, type Split } from './layout.ts';
 import { VideoStore } from './video-store.ts';
+import { LatentChunkWriter, latentConfigFields, type FrameEncoder } from './latent-video.ts';
 
 /** Path of the bundled ffmpeg binary. */
 export function ffmpegPath(): string {
@@ -47,6 +52,8 @@ export interface FromVideoOptions {
   overwrite?: boolean;
   /** Frames decoded so far and the expected total (from the container durations; 0 if unknown). */
   onProgress?: (frames: number, expected: number) => void;
+  /** Encode the frames with this VAE encoder into a latent dataset (`--latent --vae PATH`). */
+  latent?: FrameEncoder;
 }
 
 /** What {@link datasetFromVideo} wrote. */
@@ -157,6 +164,9 @@ function positiveInt(flag: string, v: number): number {
 /** Build a uint8 chunked dataset from video files (see the module comment). */
 export async function datasetFromVideo(opts: FromVideoOptions): Promise<FromVideoReport> {
   const R = positiveInt('--resolution', opts.resolution ?? 64);
+  if (opts.latent && R % opts.latent.factor !== 0) {
+    throw new OptionError('--resolution', `a multiple of ${opts.latent.factor} (the VAE's downsampling factor)`, R);
+  }
   const fps = opts.fps ?? 20;
   if (!(typeof fps === 'number' && fps > 0 && Number.isFinite(fps))) throw new OptionError('--fps', 'a positive number', fps);
   const K = positiveInt('--chunk-size', opts.chunkSize ?? 1000);
@@ -185,7 +195,8 @@ export async function datasetFromVideo(opts: FromVideoOptions): Promise<FromVide
   const progress = (_file: string, base: number) => (frames: number) => opts.onProgress?.(base + frames, Math.max(expected, base + frames));
 
   // Train stream: every input, concatenated.
-  const train = new ChunkWriter(opts.out, 'train', K, R);
+  const writer = (split: Split) => (opts.latent ? new LatentChunkWriter(opts.out, split, K, R, opts.latent) : new ChunkWriter(opts.out, split, K, R));
+  const train = writer('train');
   for (const f of opts.inputs) {
     done += await decodeVideo(f, dec, (b) => train.push(b), progress(f, done));
   }
@@ -195,7 +206,7 @@ export async function datasetFromVideo(opts: FromVideoOptions): Promise<FromVide
 
   if (opts.test) {
     fs.mkdirSync(splitDir(opts.out, 'test', 0), { recursive: true });
-    const test = new ChunkWriter(opts.out, 'test', K, R);
+    const test = writer('test');
     done += await decodeVideo(opts.test, dec, (b) => test.push(b), progress(opts.test, done));
     dropped += test.leftover;
     testChunks = test.chunks;
@@ -230,6 +241,7 @@ export async function datasetFromVideo(opts: FromVideoOptions): Promise<FromVide
     fps,
     sources: { train: opts.inputs.map((f) => path.resolve(f)), test: opts.test ? path.resolve(opts.test) : fraction > 0 ? `last ${fraction} of train` : null },
     dropped_frames: dropped,
+    ...(opts.latent ? latentConfigFields(opts.latent, R) : {}),
   };
   writeJsonAtomic(configPath(opts.out), config);
   VideoStore.open(opts.out, { dataRoot: null }).validate(testChunks > 0 ? ['train', 'test'] : ['train']);
