@@ -26,10 +26,12 @@ import { AdamW, EMA, gradNorm, clipGradNorm, loadModule, loadOptimizer, loadTens
 import { UNetVideoModel } from '../model/unet.ts';
 import { resolveUNetConfig, type UNetConfig } from '../model/config.ts';
 import { GaussianDiffusion, type DiffusionConfig } from '../diffusion/gaussian-diffusion.ts';
-import { createScheduleSampler, type ScheduleSampler } from '../diffusion/schedule-sampler.ts';
+import { createScheduleSampler, LossSecondMomentSampler, type ScheduleSampler } from '../diffusion/schedule-sampler.ts';
 import { parseSampler } from '../diffusion/sampler-args.ts';
 import { sampleWith } from '../diffusion/samplers.ts';
 import { resolveDataset, type DatasetInfo } from '../data/registry.ts';
+import { configPath } from '../data/layout.ts';
+import { readLatentDatasetInfo } from '../data/latent-video.ts';
 import { ReplaySampler } from '../lifelong/replay-sampler.ts';
 import { ShuffleSampler } from '../lifelong/shuffle-sampler.ts';
 import { planGather, prepareTrainingBatch, sampleLoggingMasks } from '../lifelong/masks.ts';
@@ -39,8 +41,11 @@ import { writeJsonAtomic } from '../util/fs-atomic.ts';
 import { markObserved, videoFrames, videoFromFloatTCHW } from '../media/frames.ts';
 import { writeGif } from '../media/gif.ts';
 import { WindowLoader, type LoadedWindows } from './loader.ts';
+import { TensorBoardWriter } from '../ui/tensorboard.ts';
 import { checkpointFiles, completeCheckpointSteps, readCheckpointMeta, saveWeights, type CheckpointMeta, type ModelCheckpointConfig } from './checkpoint.ts';
 import { parseEmaRates, validateTrainOptions, type TrainOptions } from './options.ts';
+import { allGatherObjects, anyRank, averageGradients, barrier, broadcastObject, broadcastParameters } from '../engine/distributed.ts';
+import { checkResumeWorldSize, joinRunGroup, leaveRunGroup, mergeMetricAccumulators, rankSeedOffset } from './distributed-run.ts';
 
 /** What the loop reports as it goes (the CLI prints it; tests and the demo may listen). */
 export interface TrainHooks {
@@ -83,12 +88,23 @@ interface Snapshot {
   scheduleSampler: unknown;
   /** The first batch with ≥ max_frames frames, used for previews (window indices). */
   visIndices: number[] | null;
+  /** Number of processes of the run (absent = 1); a resume must use the same. */
+  worldSize?: number;
+  /** Multi-process runs: every rank's own sampler and RNG states, in rank order. */
+  ranks?: RankState[];
 }
+
+/** The per-rank part of a snapshot (each rank draws its own batch slots, noise, masks, timesteps). */
+type RankState = Pick<Snapshot, 'samplerBefore' | 'maskRng' | 'timestepRng' | 'noiseGenerator'>;
 
 /** Resolve dataset-dependent settings (§6.2 step 1) and validate everything up front. */
 export function resolveRunSettings(o: TrainOptions): { info: DatasetInfo; T: number; model: UNetConfig; diffusion: DiffusionConfig; emaRates: number[] } {
   const info = resolveTrainDataset(o.dataset);
   validateTrainOptions(o, { streaming: info.streaming });
+  if (o.diffusionSpace !== 'latent' && info.family !== 'plaicraft' && fs.existsSync(configPath(info.path)) && readLatentDatasetInfo(info.path)) {
+    // A latent dataset (docs/latent.md §4) trained in pixel space would treat latents as pixels.
+    throw new OptionError('--diffusion-space', `latent for the latent dataset ${info.path} (made by data from-video --latent)`, o.diffusionSpace);
+  }
   const T = o.T === -1 ? info.T : o.T;
   if (!(T >= 1)) throw new OptionError('--T', 'a positive window length or -1', o.T);
   const model = resolveUNetConfig({
@@ -149,13 +165,15 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
   const settings = resolveRunSettings(o);
   const { info, T } = settings;
   if (o.threads > 0) setNumThreads(o.threads);
-  const device = pickDevice(o.device);
+  const dist = joinRunGroup(o, pickDevice(o.device)); // one process unless launched with --nproc / torchrun / srun
+  const device = dist.device;
   const resuming = o.resumeId !== '';
-  const runId = o.resumeId || o.runId || newRunId();
+  const runId = o.resumeId || o.runId || broadcastObject(newRunId());
   const runDir = path.join(o.checkpointsDir, runId);
   if (resuming && !fs.existsSync(runDir)) throw new OptionError('--resume-id', `a run folder under ${o.checkpointsDir}/`, o.resumeId);
   if (!resuming && fs.existsSync(path.join(runDir, 'config.json'))) throw new OptionError('--run-id', 'a new run id (this run exists; use --resume-id to continue it)', runId);
-  fs.mkdirSync(path.join(runDir, 'samples'), { recursive: true });
+  barrier(); // every rank has checked before rank 0 writes
+  if (dist.main) fs.mkdirSync(path.join(runDir, 'samples'), { recursive: true });
   const project = o.project || process.env.FLEXVID_PROJECT || 'default';
   const ckptConfig: ModelCheckpointConfig = {
     model: settings.model,
@@ -166,10 +184,11 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
     diffusionSpace: o.diffusionSpace,
     train: { ...o, T, runId, project },
   };
-  if (!resuming) {
-    writeJsonAtomic(path.join(runDir, 'config.json'), { ...o, T, runId, project, device, imageSize: settings.model.imageSize, inChannels: settings.model.inChannels, model: settings.model, diffusion: settings.diffusion, createdAt: new Date().toISOString(), host: os.hostname() });
+  if (!resuming && dist.main) {
+    writeJsonAtomic(path.join(runDir, 'config.json'), { ...o, T, runId, project, device, worldSize: dist.worldSize, imageSize: settings.model.imageSize, inChannels: settings.model.inChannels, model: settings.model, diffusion: settings.diffusion, createdAt: new Date().toISOString(), host: os.hostname() });
   }
   const status = (s: 'running' | 'finished' | 'crashed' | 'stopped', step: number, extra: Record<string, unknown> = {}) =>
+    dist.main &&
     writeJsonAtomic(path.join(runDir, 'status.json'), { status: s, step, pid: process.pid, host: os.hostname(), updatedAt: new Date().toISOString(), ...extra });
 
   // ---------------------------------------------------------------- Data
@@ -178,8 +197,8 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
   const loader = await WindowLoader.open({ dataset: info.path, T }, workers);
   const streaming = info.streaming;
   const sampler: ReplaySampler | ShuffleSampler = streaming
-    ? new ReplaySampler({ streamLength: loader.length, globalBatch: o.batchSize, nSequential: o.nSampleStm, bufferSize: o.ltmSize, seed: o.dataSeed, reservoir: o.reservoir })
-    : new ShuffleSampler({ datasetLength: loader.length, globalBatch: o.batchSize, seed: o.dataSeed });
+    ? new ReplaySampler({ streamLength: loader.length, globalBatch: o.batchSize, nSequential: o.nSampleStm, bufferSize: o.ltmSize, seed: o.dataSeed, reservoir: o.reservoir, worldSize: dist.worldSize, rank: dist.rank })
+    : new ShuffleSampler({ datasetLength: loader.length, globalBatch: o.batchSize, seed: o.dataSeed, worldSize: dist.worldSize, rank: dist.rank });
 
   // ---------------------------------------------------------------- Model
   setInitSeed(o.seed);
@@ -191,9 +210,10 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
   // ---------------------------------------------------------------- Optimiser
   const opt = new AdamW(model, { lr: o.lr, weightDecay: o.weightDecay });
   const ema = new EMA(model, settings.emaRates);
-  const maskRng = new NumpyRandomState(o.seed + 2);
-  const timestepRng = new NumpyRandomState(o.seed + 3);
-  const noiseGen = new Generator(o.seed + 1);
+  const rankSeed = o.seed + rankSeedOffset(dist.rank); // = o.seed on rank 0
+  const maskRng = new NumpyRandomState(rankSeed + 2);
+  const timestepRng = new NumpyRandomState(rankSeed + 3);
+  const noiseGen = new Generator(rankSeed + 1);
 
   // ---------------------------------------------------------------- Resume
   let step = 0;
@@ -216,12 +236,14 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
       }
     }
     const snap = JSON.parse(fs.readFileSync(path.join(runDir, checkpointFiles.state(label)), 'utf8')) as Snapshot;
+    checkResumeWorldSize(snap.worldSize ?? 1, dist.worldSize, runId);
+    const mine: RankState = snap.ranks?.[dist.rank] ?? snap;
     step = snap.nextStep;
-    sampler.setState(snap.samplerBefore as never);
+    sampler.setState(mine.samplerBefore as never);
     stepsOnBatch = snap.stepsOnBatch;
-    maskRng.setState(snap.maskRng);
-    timestepRng.setState(snap.timestepRng);
-    noiseGen.setStateBytes(Buffer.from(snap.noiseGenerator, 'base64'));
+    maskRng.setState(mine.maskRng);
+    timestepRng.setState(mine.timestepRng);
+    noiseGen.setStateBytes(Buffer.from(mine.noiseGenerator, 'base64'));
     scheduleSampler.setState(snap.scheduleSampler);
     visIndices = snap.visIndices;
     hooks.onMessage?.(`resuming run ${runId} at step ${step}`);
@@ -231,6 +253,7 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
     ema.resetFromParams();
     hooks.onMessage?.(`starting from ${o.resumeCheckpoint} (step ${step}); optimiser fresh, EMA = loaded weights`);
   }
+  broadcastParameters(model); // all ranks start from rank 0's weights (no-op for one process)
   hooks.onMessage?.(
     `run ${runId} → ${runDir}\n  dataset ${info.name} (${streaming ? 'lifelong stream' : 'offline, shuffled'}), ${loader.length} windows of T=${T}, ` +
       `model ${(model.numParameters() / 1e6).toFixed(2)}M parameters on ${device}`,
@@ -244,6 +267,7 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const metricsFile = path.join(runDir, 'metrics.jsonl');
+  const tensorboard = o.tensorboard && dist.main ? new TensorBoardWriter(runDir) : null;
   const acc = new Map<string, { sum: number; n: number }>();
   const addMetric = (k: string, v: number) => {
     const a = acc.get(k) ?? { sum: 0, n: 0 };
@@ -264,6 +288,12 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
   let nextStep = step;
 
   const saveCheckpoint = (label: number) => {
+    const own: RankState = { samplerBefore: activeBefore, maskRng: maskRng.getState(), timestepRng: timestepRng.getState(), noiseGenerator: Buffer.from(noiseGen.getStateBytes()).toString('base64') };
+    const ranks = dist.worldSize > 1 ? allGatherObjects(own) : undefined; // collective: every rank saves at the same steps
+    if (!dist.main) {
+      barrier();
+      return;
+    }
     const meta: Omit<CheckpointMeta, 'kind'> = { config: ckptConfig, step: label };
     saveWeights(path.join(runDir, checkpointFiles.model(label)), model.stateDict(), { ...meta, kind: 'model' });
     for (const r of settings.emaRates) {
@@ -280,9 +310,11 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
       noiseGenerator: Buffer.from(noiseGen.getStateBytes()).toString('base64'),
       scheduleSampler: scheduleSampler.getState(),
       visIndices,
+      ...(ranks ? { worldSize: dist.worldSize, ranks } : {}),
     };
     writeJsonAtomic(path.join(runDir, checkpointFiles.state(label)), snap); // last: marks the set complete
     hooks.onMessage?.(`saved checkpoint ${checkpointFiles.model(label)}`);
+    barrier(); // the other ranks wait until the checkpoint is complete
   };
 
   /** Draw the next batch's indices and start reading it (prefetch). */
@@ -294,9 +326,9 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
     return { before, indices: b.indices, position, data: loader.fetch(b.indices) };
   };
 
-  let visData: LoadedWindows | null = visIndices ? await loader.fetch(visIndices) : null;
+  let visData: LoadedWindows | null = visIndices && dist.main ? await loader.fetch(visIndices) : null;
   const visualise = (stepNow: number) => {
-    if (!visData) return;
+    if (!visData || !dist.main) return;
     const t0 = performance.now();
     ema.withAveraged(model, settings.emaRates[0]!, () => {
       model.eval();
@@ -368,6 +400,7 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
           if (step % o.saveInterval === 0) saveCheckpoint(step);
           if (step !== 0 && (step % o.sampleInterval === 0 || step === o.maxFrames)) visualise(step);
           step++;
+          if (dist.worldSize > 1) stopRequested = anyRank(stopRequested); // all ranks stop at the same step
           if ((o.maxSteps > 0 && step >= o.maxSteps) || (o.lrAnnealSteps > 0 && step >= o.lrAnnealSteps) || stopRequested) {
             stoppedBecause = stopRequested ? 'signal' : o.maxSteps > 0 && step >= o.maxSteps ? 'max-steps' : 'lr-anneal';
             break outer;
@@ -392,9 +425,11 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await loader.close();
+    tensorboard?.close();
     ema.dispose();
     opt.dispose();
     model.dispose();
+    leaveRunGroup(dist);
   }
   const elapsed = performance.now() - trainStart;
   return { runId, runDir, step, stoppedBecause, dataWaitFraction: totalWaitMs / Math.max(1, elapsed) };
@@ -402,16 +437,25 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
   // ------------------------------------------------------------------ helpers (closures)
 
   function flush(): void {
+    const merged = mergeMetricAccumulators(acc); // global-batch averages (a collective with several processes)
+    if (!dist.main) {
+      acc.clear();
+      waitMs = 0;
+      lastFlush = performance.now();
+      return;
+    }
     const rec: Record<string, number | string> = { step, samples: (step + 1) * o.batchSize, time: new Date().toISOString() };
-    for (const [k, a] of acc) rec[k] = a.sum / a.n;
+    for (const [k, a] of merged) rec[k] = a.sum / a.n;
     const elapsed = performance.now() - lastFlush;
     rec['data_wait_fraction'] = waitMs / Math.max(1, elapsed);
     rec['lr'] = opt.lr;
     rec['stream_position'] = currentPosition;
     if (sampler instanceof ReplaySampler) rec['replay_size'] = sampler.bufferContent.length;
+    if (dist.worldSize > 1) rec['world_size'] = dist.worldSize;
     const st = rec['timing/step_time'];
     if (typeof st === 'number' && st > 0) rec['frames_per_s'] = (o.batchSize * o.maxFrames) / st;
     fs.appendFileSync(metricsFile, JSON.stringify(rec) + '\n');
+    tensorboard?.addScalars(step, rec);
     acc.clear();
     waitMs = 0;
     lastFlush = performance.now();
@@ -436,8 +480,15 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
     const lossMask = o.padWithRandomFrames ? obs.rsub(1) : lat;
     const losses = trainDiffusion.trainingLosses(modelFn, x, t, { noise, latentMask: lossMask, evalMask: lat });
     const perVideo = losses.loss.toFloat64Array();
-    if (perVideo.some((v) => Number.isNaN(v))) throw new FlexvidError(`Loss is nan at step ${step}.`);
-    scheduleSampler.updateWithAllLosses(t, perVideo);
+    const nan = perVideo.some((v) => Number.isNaN(v));
+    if (dist.worldSize > 1 ? anyRank(nan) : nan) throw new FlexvidError(`Loss is nan at step ${step}${nan || dist.worldSize === 1 ? '' : ' (on another rank)'}.`);
+    if (dist.worldSize > 1 && scheduleSampler instanceof LossSecondMomentSampler) {
+      // as the reference's update_with_local_losses: every rank updates with all ranks' losses, rank-major
+      const all = allGatherObjects({ t: Array.from(t), l: Array.from(perVideo) });
+      scheduleSampler.updateWithAllLosses(all.flatMap((a) => a.t), all.flatMap((a) => a.l));
+    } else {
+      scheduleSampler.updateWithAllLosses(t, perVideo);
+    }
     const w = tensor(Float32Array.from(weights), { device });
     const loss = losses.loss.mul(w).mean();
     // Log every term (× weights), mean and per quartile of t (§6.5 step 7).
@@ -455,6 +506,7 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
       addMetric(k, s / vals.length);
     }
     loss.backward();
+    averageGradients(model); // mean over ranks = gradient of the global-batch mean loss (no-op for one process)
     const gn = o.clipGrad > 0 ? clipGradNorm(model, o.clipGrad) : gradNorm(model);
     addMetric('grad_norm', gn);
     if (o.lrAnnealSteps > 0) opt.setLr(o.lr * (1 - step / o.lrAnnealSteps));

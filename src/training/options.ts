@@ -64,7 +64,10 @@ export const TRAIN_FLAGS: readonly FlagSpec[] = [
   { key: 'seed', type: 'int', default: 0, help: 'seed of model init, noise, timesteps and masks', group: 'run' },
   { key: 'device', type: 'string', default: 'auto', help: 'cpu, cuda, cuda:N or auto (cuda when available)', group: 'run' },
   { key: 'threads', type: 'int', default: 0, help: 'intra-op threads (0 = the cores idle at start-up)', group: 'run' },
+  { key: 'nproc', type: 'int', default: 1, help: 'data-parallel processes on this machine (c10d; the global batch is split); under torchrun/SLURM the launcher environment decides instead', group: 'run' },
+  { key: 'distBackend', type: 'string', default: 'auto', choices: ['auto', 'gloo', 'nccl'], help: 'c10d backend of multi-process runs: auto = nccl on CUDA, gloo on CPU', group: 'run' },
   { key: 'project', type: 'string', default: '', help: 'project grouping runs (default $FLEXVID_PROJECT or "default")', group: 'run' },
+  { key: 'tensorboard', type: 'bool', default: false, help: 'also write TensorBoard event files next to metrics.jsonl', group: 'run' },
   { key: 'diffusionSpace', type: 'string', default: 'pixel', choices: ['pixel', 'latent'], help: 'pixel or latent diffusion', group: 'run' },
   { key: 'encDecChunkSize', type: 'int', default: 20, help: 'VAE chunk size (latent space)', unused: true, group: 'run' },
   // model
@@ -132,7 +135,10 @@ export type TrainOptions = {
   seed: number;
   device: string;
   threads: number;
+  nproc: number;
+  distBackend: 'auto' | 'gloo' | 'nccl';
   project: string;
+  tensorboard: boolean;
   diffusionSpace: 'pixel' | 'latent';
   encDecChunkSize: number;
   imageSize: number;
@@ -247,7 +253,7 @@ export function validateTrainOptions(o: TrainOptions, ctx: { streaming: boolean 
       throw new OptionError(`--${kebab(f.key)}`, `its default (${String(f.default)}): ${f.unsupported}`, (o as unknown as Record<string, unknown>)[f.key]);
     }
   }
-  const positive: (keyof TrainOptions)[] = ['batchSize', 'maxFrames', 'stepsPerExperience', 'logInterval', 'saveInterval', 'sampleInterval', 'numChannels', 'numResBlocks', 'numHeads', 'diffusionSteps'];
+  const positive: (keyof TrainOptions)[] = ['nproc', 'batchSize', 'maxFrames', 'stepsPerExperience', 'logInterval', 'saveInterval', 'sampleInterval', 'numChannels', 'numResBlocks', 'numHeads', 'diffusionSteps'];
   for (const k of positive) {
     const v = o[k] as number;
     if (!(Number.isInteger(v) && v > 0)) throw new OptionError(`--${kebab(k)}`, 'a positive integer', v);

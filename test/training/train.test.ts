@@ -43,8 +43,9 @@ test('lifelong run stopped and resumed ends bit-identical to an uninterrupted ru
 
 test('a checkpoint rebuilds its model for sampling; an interrupted save leaves the previous set loadable', async () => {
   const data = await tinyBalls();
-  const o = tinyOptions(data, { maxSteps: 2, saveInterval: 1, runId: 'ck' });
+  const o = tinyOptions(data, { maxSteps: 2, saveInterval: 1, runId: 'ck', tensorboard: true });
   const r = await train(o);
+  assert.ok(fs.readdirSync(r.runDir).some((f) => f.startsWith('events.out.tfevents.')), '--tensorboard writes event files');
   const steps = completeCheckpointSteps(r.runDir);
   assert.deepEqual(steps, [0, 1, 2]);
   // Simulate a crash in the middle of writing the next set: weights written, state file missing,
