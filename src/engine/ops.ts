@@ -21,11 +21,21 @@ function numelOf(shape: Shape): number {
 // Creation
 
 /**
- * Tensor from a typed array (copied) or a (nested) number array.
+ * Tensor from a typed array (copied) or a (nested) number array; a Uint16Array holds float16 /
+ * bfloat16 bit patterns and needs `dtype: 'float16' | 'bfloat16'`.
  * `shape` defaults to the array's length (or nesting); `dtype` defaults to the array's type
  * (float32 for plain number arrays) and converts when different.
  */
-export function tensor(data: NumericArray | number[] | number[][] | number[][][] | boolean[], opts: TensorOptions & { shape?: Shape } = {}): Tensor {
+export function tensor(data: NumericArray | Uint16Array | number[] | number[][] | number[][][] | boolean[], opts: TensorOptions & { shape?: Shape } = {}): Tensor {
+  if (data instanceof Uint16Array) {
+    // raw binary16 / bfloat16 bit patterns
+    if (opts.dtype !== 'float16' && opts.dtype !== 'bfloat16') throw new TorchError(`tensor(): a Uint16Array holds float16 or bfloat16 bits; pass dtype 'float16' or 'bfloat16'`);
+    const t = fromBytes(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), opts.shape ?? [data.length], opts.dtype);
+    if (opts.device === undefined || opts.device === 'cpu') return t;
+    const moved = t.to({ device: opts.device });
+    t.dispose();
+    return moved;
+  }
   let arr: NumericArray;
   let shape: number[];
   if (ArrayBuffer.isView(data)) {
