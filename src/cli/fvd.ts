@@ -4,12 +4,15 @@
  *
  *   flexvid fvd --eval-dir DIR [--num-videos N] [--batch-size 8] [--sample-idx 0]
  *               [--i3d-weights PATH] [--i3d-variant tfhub|tats] [--device cpu|cuda] [--kvd] [--no-cache]
+ *               [--vae PATH --decode-cache-dir ./tmp/plaicraft_decoded --decode-chunk-size 5]   (latent datasets)
  *   flexvid kvd --eval-dir DIR …   (same options; --fvd also writes the FVD)
  *   flexvid fvd convert-weights i3d_pretrained_400.pt [--out weights/i3d_pretrained_400.safetensors]
  *
  * The reference's snake_case flags (`--eval_dir`, `--num_videos`, `--batch_size`, `--sample_idx`)
  * are accepted as hidden aliases. The I3D weights come from `--i3d-weights`, `$FLEXVID_I3D_WEIGHTS`
  * or `weights/i3d_pretrained_400.{safetensors,pt}`; when missing, the error says what to download.
+ * Latent datasets: the real videos are decoded once with the SDXL VAE (`--vae`, else `$FLEXVID_VAE`)
+ * into `--decode-cache-dir` (docs/latent.md).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -18,6 +21,8 @@ import { OptionError } from '../util/errors.ts';
 import { formatMetric } from '../metrics/results.ts';
 import { evaluateVideoMetrics, type VideoMetric } from '../metrics/fvd-eval.ts';
 import { convertI3DWeights, I3D, I3D_DEFAULT_PATHS, I3D_VARIANTS, loadI3D, resolveI3DWeightsPath, type I3DVariant } from '../metrics/i3d.ts';
+import { DEFAULT_DECODE_CACHE_DIR, loadVae, VAE_ENV } from '../vae/index.ts';
+import type { DType } from '../engine/index.ts';
 import { startProgress, type Progress } from './progress.ts';
 
 function intArg(flag: string, min = 0) {
@@ -61,6 +66,12 @@ interface MetricFlags {
   kvd?: boolean;
   fvd?: boolean;
   dataset?: string;
+  vae?: string;
+  vaeDtype: DType | 'auto';
+  decodeCacheDir?: string;
+  decode_cache_dir?: string;
+  decodeChunkSize?: number;
+  decode_chunk_size?: number;
 }
 
 function addMetricOptions(cmd: Command): Command {
@@ -74,12 +85,18 @@ function addMetricOptions(cmd: Command): Command {
     .option('--device <device>', 'device for I3D: cpu or cuda[:i] (default cpu)')
     .option('--dataset <name>', 'dataset name or folder overriding model_config.json (e.g. after moving the dataset)')
     .option('--no-cache', 'do not read or write the feature cache <eval-dir>/features/')
+    .option('--vae <path>', `latent datasets: SDXL VAE weights (file or folder) decoding the real videos (default $${VAE_ENV})`)
+    .addOption(new Option('--vae-dtype <dtype>', 'VAE dtype (auto: float16 on CUDA, float32 on the CPU)').choices(['auto', 'float32', 'bfloat16', 'float16']).default('auto'))
+    .option('--decode-cache-dir <dir>', `latent datasets: cache of the decoded real videos (default ${DEFAULT_DECODE_CACHE_DIR})`)
+    .option('--decode-chunk-size <n>', 'latent datasets: frames per VAE decoder call (default 5)', intArg('--decode-chunk-size', 1))
     .option('--quiet', 'no progress output')
     .addOption(new Option('--i3d-random <seed[/div]>', 'tests only: random I3D weights').hideHelp().argParser(parseRandomSpec))
     .addOption(alias('--eval_dir <dir>'))
     .addOption(alias('--num_videos <n>', intArg('--num_videos', 2)))
     .addOption(alias('--batch_size <n>', intArg('--batch_size', 1)))
-    .addOption(alias('--sample_idx <k>', intArg('--sample_idx', 0)));
+    .addOption(alias('--sample_idx <k>', intArg('--sample_idx', 0)))
+    .addOption(alias('--decode_cache_dir <dir>'))
+    .addOption(alias('--decode_chunk_size <n>', intArg('--decode_chunk_size', 1)));
 }
 
 async function runMetrics(o: MetricFlags, metrics: VideoMetric[]): Promise<void> {
@@ -118,10 +135,13 @@ async function runMetrics(o: MetricFlags, metrics: VideoMetric[]): Promise<void>
       network,
       networkId: o.cache ? networkId : undefined,
       dataset: o.dataset,
+      vae: () => loadVae(o.vae, { device: o.device ?? 'cpu', dtype: o.vaeDtype }),
+      decodeCacheDir: o.decodeCacheDir ?? o.decode_cache_dir,
+      decodeChunkSize: o.decodeChunkSize ?? o.decode_chunk_size,
       onProgress: (phase, done, total) => {
         let bar = bars.get(phase);
         if (!bar) {
-          bar = startProgress(`I3D ${phase}`, total, { unit: 'videos', quiet: o.quiet });
+          bar = startProgress(phase === 'decode' ? 'VAE decode real' : `I3D ${phase}`, total, { unit: 'videos', quiet: o.quiet });
           bars.set(phase, bar);
         }
         bar.update(done);

@@ -25,6 +25,10 @@ import { collectResults } from '../experiments/collect.ts';
 import { SCHEME_NAMES } from '../sampling/schemes.ts';
 import { DEFAULT_SAMPLER } from '../diffusion/sampler-args.ts';
 import type { EvalConfig } from '../data/datasets.ts';
+import { VAE_ENV } from '../vae/index.ts';
+
+/** `--vae-dtype` choices. */
+export const VAE_DTYPES = ['auto', 'float32', 'bfloat16', 'float16'] as const;
 
 function camel(kebab: string): string {
   return kebab.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -106,6 +110,14 @@ function reporting(quiet: boolean | undefined): { log: (l: string) => void; prog
   };
 }
 
+/** `--vae`, `--vae-dtype` of the commands that decode latents (docs/latent.md). */
+function vaeFlags(): FlagSpec[] {
+  return [
+    { name: 'vae', arg: '<path>', help: `SDXL VAE weights (file or folder) for latent models (default $${VAE_ENV})` },
+    { name: 'vae-dtype', arg: '<dtype>', help: 'VAE dtype: auto (float16 on CUDA, float32 on the CPU), float32, bfloat16, float16', choices: VAE_DTYPES, default: 'auto' },
+  ];
+}
+
 /** Flags shared by `sample` and `loss` (§7.1, §8.5). */
 function addCommonEvalFlags(cmd: Command): void {
   const flags: FlagSpec[] = [
@@ -124,7 +136,7 @@ function addCommonEvalFlags(cmd: Command): void {
     { name: 'eval-dataset-config', arg: '<cfg>', help: 'evaluation view', choices: ['default', 'continuous', 'chunked'], default: 'default' },
     { name: 'lower-frame-range', arg: '<n>', help: 'first frame of the stream range', parse: intArg('--lower-frame-range', 0), default: 0 },
     { name: 'upper-frame-range', arg: '<n>', help: 'end of the stream range (default: the end)', parse: optionalIntArg('--upper-frame-range') },
-    { name: 'decode-chunk-size', arg: '<n>', help: 'VAE decode chunk (latent models; accepted for compatibility)', parse: intArg('--decode-chunk-size', 1), default: 10 },
+    { name: 'decode-chunk-size', arg: '<n>', help: 'frames per VAE decoder call (latent models)', parse: intArg('--decode-chunk-size', 1), default: 10 },
     { name: 'results-dir', arg: '<dir>', help: 'root of the results tree', default: 'results' },
     { name: 'seed', arg: '<n>', help: 'base seed of the noise', parse: intArg('--seed', 0), default: 0 },
     { name: 'quiet', arg: '', help: 'no progress bars' },
@@ -149,6 +161,7 @@ export function register(program: Command): void {
     { name: 'just-visualise', arg: '', help: 'only write the stage-schedule picture <eval dir>/schedule.png' },
     { name: 'lpips-weights', arg: '<file>', help: 'LPIPS weights for adaptive schemes (default $FLEXVID_LPIPS_WEIGHTS)' },
     { name: 'custom-clip-path', arg: '<dir>', help: 'PLAICraft: a folder of batch_*.pt latents forming one clip' },
+    ...vaeFlags(),
   ];
   for (const f of sampleFlags) addFlag(sample, f);
   addFlag(sample, { name: 'just-visualize', arg: '', help: 'alias of --just-visualise' });
@@ -183,6 +196,8 @@ export function register(program: Command): void {
       lpipsWeights: o.lpipsWeights,
       seed: o.seed,
       customClipPath: o.customClipPath,
+      vaePath: o.vae,
+      vaeDtype: o.vaeDtype,
     });
   });
 
@@ -199,8 +214,10 @@ export function register(program: Command): void {
     { name: 'n-seeds', arg: '<n>', help: 'samples per data index, stacked vertically', parse: intArg('--n-seeds', 1), default: 1 },
     { name: 'format', arg: '<fmt>', help: 'output format', choices: VIDEO_FORMATS, default: 'gif' },
     { name: 'fps', arg: '<n>', help: 'frames per second', parse: numArg('--fps'), default: 10 },
-    { name: 'decode-chunk-size', arg: '<n>', help: 'VAE decode chunk (accepted for compatibility)', parse: intArg('--decode-chunk-size', 1), default: 10 },
+    { name: 'decode-chunk-size', arg: '<n>', help: 'frames per VAE decoder call (latent ground truth)', parse: intArg('--decode-chunk-size', 1), default: 10 },
     { name: 'custom-clip-path', arg: '<dir>', help: 'PLAICraft custom clip folder' },
+    { name: 'device', arg: '<dev>', help: 'where the VAE decodes latent ground truth: cpu, cuda, cuda:N or auto', default: 'auto' },
+    ...vaeFlags(),
   ];
   for (const f of videoFlags) addFlag(video, f);
   video.action(async (o) => {
@@ -216,6 +233,10 @@ export function register(program: Command): void {
       format: o.format,
       fps: o.fps,
       customClipPath: o.customClipPath,
+      decodeChunkSize: o.decodeChunkSize,
+      device: o.device,
+      vaePath: o.vae,
+      vaeDtype: o.vaeDtype,
     });
   });
 

@@ -14,6 +14,8 @@ import { readNpy } from '../data/npy.ts';
 import { parseEvalIdentifier, type EvalIdentifierFields } from '../sampling/naming.ts';
 import type { FrameEmbedder } from '../sampling/pipeline.ts';
 import { FileFormatError, FlexvidError, OptionError } from '../util/errors.ts';
+import { StateDictError } from '../nn/module.ts';
+import { loadLpipsEmbedder, LpipsWeightsMissingError, LPIPS_WEIGHTS_ENV, type LpipsEmbedder } from '../metrics/lpips.ts';
 
 /** A progress display for `total` units (the CLI passes one built on `startProgress`). */
 export interface ProgressHandle {
@@ -136,33 +138,31 @@ export function parseIntList(flag: string, v: string | readonly string[] | reado
   return out;
 }
 
+/** A frame embedder that holds a network: call `dispose()` when sampling is done. */
+export type DisposableFrameEmbedder = FrameEmbedder & { dispose(): void };
+
 /**
- * Load the LPIPS frame embedder for adaptive schemes (§7.3). It lives in `src/metrics/lpips.ts`
- * (`loadLpipsEmbedder(weightsPath?)`); weights from `weightsPath`, else `$FLEXVID_LPIPS_WEIGHTS`.
- * @throws FlexvidError naming `--lpips-weights` / `FLEXVID_LPIPS_WEIGHTS` when it is unavailable.
+ * Load the LPIPS frame embedder for adaptive schemes (REFERENCE_SPEC §7.3) with
+ * `loadLpipsEmbedder` (`src/metrics/lpips.ts`): weights from `weightsPath` (`--lpips-weights`),
+ * else `$FLEXVID_LPIPS_WEIGHTS`, else `weights/lpips_alex.{safetensors,pt}`; the network on `device`
+ * (default CPU). Unlike the reference, the network is created once per run.
+ * @throws FlexvidError naming `--lpips-weights` / `FLEXVID_LPIPS_WEIGHTS` when the weights are
+ *   missing or do not fit.
  */
-export async function loadFrameEmbedder(weightsPath?: string): Promise<FrameEmbedder> {
-  const weights = weightsPath || process.env.FLEXVID_LPIPS_WEIGHTS || undefined;
+export async function loadFrameEmbedder(weightsPath?: string, o: { device?: string } = {}): Promise<DisposableFrameEmbedder> {
   const hint =
     'adaptive sampling schemes need the LPIPS (AlexNet v0.1) frame embedder: pass its weights with --lpips-weights FILE ' +
-    'or set FLEXVID_LPIPS_WEIGHTS';
-  const url = new URL('../metrics/lpips.ts', import.meta.url).href;
-  let mod: { loadLpipsEmbedder?: (w?: string) => { embed(frames: unknown): Float32Array[] } | Promise<{ embed(frames: unknown): Float32Array[] }> };
+    `or set ${LPIPS_WEIGHTS_ENV}`;
+  let embedder: LpipsEmbedder;
   try {
-    mod = (await import(url)) as typeof mod;
+    embedder = loadLpipsEmbedder(weightsPath || undefined, { device: o.device });
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ERR_MODULE_NOT_FOUND' || /Cannot find module/.test(String((e as Error).message))) {
-      throw new FlexvidError(`${hint} (this build has no LPIPS embedder module src/metrics/lpips.ts)`);
+    if (e instanceof LpipsWeightsMissingError || e instanceof StateDictError || e instanceof FileFormatError) {
+      throw new FlexvidError(`${hint}. ${(e as Error).message}`);
     }
     throw e;
   }
-  if (typeof mod.loadLpipsEmbedder !== 'function') throw new FlexvidError(`${hint} (src/metrics/lpips.ts does not export loadLpipsEmbedder)`);
-  let embedder: { embed(frames: unknown): Float32Array[] };
-  try {
-    embedder = await mod.loadLpipsEmbedder(weights);
-  } catch (e) {
-    throw new FlexvidError(`${hint}: ${(e as Error).message ?? String(e)}`);
-  }
-  return (frames) => embedder.embed(frames);
+  const embed = ((frames) => embedder.embed(frames)) as DisposableFrameEmbedder;
+  embed.dispose = () => embedder.dispose();
+  return embed;
 }

@@ -6,6 +6,10 @@
  * `[ground truth?, seed 0, seed 1, …]` stacked vertically; the columns side by side. Ground-truth
  * frames are all marked observed (red inset rectangle); in samples the first `n_obs` frames are.
  * Output: `<out_dir>/videos/<do_n>_<n_seeds>.<gif|mp4>`.
+ *
+ * Latent datasets (4-channel ground truth, §5.11): the ground truth is decoded with the SDXL VAE
+ * (`--vae`, else `$FLEXVID_VAE`; `--decode-chunk-size` frames per call) and converted like samples,
+ * `floor((clamp(x, −1, 1) + 1)/2 · 255)`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -14,7 +18,9 @@ import { writeGif } from '../media/gif.ts';
 import { writeMp4 } from '../media/mp4.ts';
 import { parseEvalIdentifier, samplePath } from '../sampling/naming.ts';
 import { FileFormatError, FlexvidError, OptionError } from '../util/errors.ts';
-import { openEvalDataset, readEvalDir, readSampleFile, type Reporting } from './common.ts';
+import { tensor, tidy, type DType } from '../engine/index.ts';
+import { decodedToUint8, decodeLatents, loadVae, type AutoencoderKL } from '../vae/index.ts';
+import { openEvalDataset, readEvalDir, readSampleFile, resolveDevice, type Reporting } from './common.ts';
 
 export const VIDEO_FORMATS = ['gif', 'mp4'] as const;
 export type VideoFormat = (typeof VIDEO_FORMATS)[number];
@@ -41,6 +47,16 @@ export interface MakeVideoOptions extends Reporting {
   fps?: number;
   /** [c6f25f7] PLAICraft custom clip folder. */
   customClipPath?: string;
+  /** Frames per VAE decoder call for latent ground truth (default 10). */
+  decodeChunkSize?: number;
+  /** Device of the VAE (cpu, cuda, cuda:N, auto; default auto). */
+  device?: string;
+  /** `--vae`: SDXL VAE weights for latent ground truth (else `$FLEXVID_VAE`). */
+  vaePath?: string;
+  /** `--vae-dtype` (default auto). */
+  vaeDtype?: DType | 'auto';
+  /** Library use / tests: a VAE instead of loading `vaePath` (not disposed by {@link makeVideo}). */
+  vae?: AutoencoderKL;
 }
 
 /** What {@link makeVideo} wrote. */
@@ -86,6 +102,15 @@ function loadSeeds(evalDir: string, d: number, n: number): { videos: VideoU8[]; 
   return { videos, seeds, T };
 }
 
+/** Latent ground truth `[T, C, h, w]` → decoded uint8 video `[T, 3, f·h, f·w]` (§8.1). */
+function decodeGroundTruth(vae: AutoencoderKL, frames: Float32Array, shape: readonly number[], chunkSize: number): VideoU8 {
+  return tidy(() => {
+    const u8 = decodedToUint8(decodeLatents(vae, tensor(frames, { shape: [...shape] }), { chunkSize }));
+    const [T, C, H, W] = u8.shape as [number, number, number, number];
+    return videoFromU8TCHW(u8.toBytes(), T, C, H, W);
+  });
+}
+
 /** Build and write the grid video (§8.1). */
 export async function makeVideo(o: MakeVideoOptions): Promise<MakeVideoResult> {
   const format = (o.format ?? 'gif') as VideoFormat;
@@ -96,6 +121,7 @@ export async function makeVideo(o: MakeVideoOptions): Promise<MakeVideoResult> {
   const fps = o.fps ?? 10;
   if (!(fps > 0 && Number.isFinite(fps))) throw new OptionError('--fps', 'a positive number', fps);
   const addGt = o.addGt ?? true;
+  const decodeChunkSize = intOpt('--decode-chunk-size', o.decodeChunkSize, 10, 1);
   if (!fs.existsSync(o.evalDir)) throw new OptionError('--eval-dir', 'an existing evaluation directory', o.evalDir);
   const fields = parseEvalIdentifier(o.evalDir);
   const nObs = fields.nObs;
@@ -112,22 +138,35 @@ export async function makeVideo(o: MakeVideoOptions): Promise<MakeVideoResult> {
 
   const columns: VideoU8[][] = [];
   const seedsUsed: number[][] = [];
-  for (let d = startIdx; d < startIdx + doN; d++) {
-    const column: VideoU8[] = [];
-    if (gtSet) {
-      if (d >= gtSet.dataset.length) throw new OptionError('--start-idx/--do-n', `data indices below ${gtSet.dataset.length}`, d);
-      const item = gtSet.dataset.get(d);
-      const [T, C, H, W] = item.shape as [number, number, number, number];
-      if (C !== 3 && C !== 1) throw new FlexvidError(`${datasetName}: ground truth has ${C} channels; latent datasets need the VAE decoder, which flexvid does not include (use --add-gt false)`);
-      const gt = videoFromFloatTCHW(item.frames, T, C, H, W);
-      markObserved(gt, firstFrames(T, T));
-      column.push(gt);
+  let vae = o.vae; // loaded at the first latent ground truth
+  const ownVae = () => vae !== undefined && vae !== o.vae;
+  try {
+    for (let d = startIdx; d < startIdx + doN; d++) {
+      const column: VideoU8[] = [];
+      if (gtSet) {
+        if (d >= gtSet.dataset.length) throw new OptionError('--start-idx/--do-n', `data indices below ${gtSet.dataset.length}`, d);
+        const item = gtSet.dataset.get(d);
+        const [T, C, H, W] = item.shape as [number, number, number, number];
+        let gt: VideoU8;
+        if (C === 3 || C === 1) gt = videoFromFloatTCHW(item.frames, T, C, H, W);
+        else {
+          vae ??= loadVae(o.vaePath, { device: resolveDevice(o.device), dtype: o.vaeDtype ?? 'auto' });
+          if (C !== vae.config.latentChannels) {
+            throw new FlexvidError(`${datasetName}: ground truth has ${C} channels, neither RGB nor the VAE's ${vae.config.latentChannels} latent channels`);
+          }
+          gt = decodeGroundTruth(vae, item.frames, item.shape, decodeChunkSize);
+        }
+        markObserved(gt, firstFrames(T, T));
+        column.push(gt);
+      }
+      const { videos, seeds } = loadSeeds(o.evalDir, d, nSeeds);
+      for (const v of videos) markObserved(v, firstFrames(nObs, v.T));
+      column.push(...videos);
+      columns.push(column);
+      seedsUsed.push(seeds);
     }
-    const { videos, seeds } = loadSeeds(o.evalDir, d, nSeeds);
-    for (const v of videos) markObserved(v, firstFrames(nObs, v.T));
-    column.push(...videos);
-    columns.push(column);
-    seedsUsed.push(seeds);
+  } finally {
+    if (ownVae()) vae!.dispose();
   }
   const T0 = columns[0]![0]!.T;
   for (const col of columns) for (const v of col) if (v.T !== T0) throw new FlexvidError(`all videos must have the same number of frames (found ${T0} and ${v.T})`);

@@ -8,6 +8,11 @@
  *   samples/sample_<i:04d>-<k>.npy      uint8 [T, 3, H, W]
  * ```
  *
+ * Latent checkpoints (`diffusion_space = latent`, §5.11) sample in latent space and write the
+ * pixels the SDXL VAE decodes from the final latents (`--vae`, else `$FLEXVID_VAE`): uint8
+ * `[T, 3, f·h, f·w]`. Every frame decodes on its own, so decoding the finished video once equals
+ * the reference's decoding of each stage's output and of the observed ground truth (§7.2).
+ *
  * Shards (`--start-index/--stop-index`) may run as concurrent processes on the same folder: each
  * sample is claimed with an exclusive claim file before it is produced and written atomically
  * (`sampling/claims.ts`), so nothing is produced twice and finished samples are skipped.
@@ -15,7 +20,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Generator, tensor, tidy, type Tensor } from '../engine/index.ts';
+import { Generator, tensor, tidy, type DType, type Tensor } from '../engine/index.ts';
 import { writeNpy } from '../data/npy.ts';
 import { resolveDataset } from '../data/registry.ts';
 import type { WindowDataset } from '../data/views.ts';
@@ -30,8 +35,9 @@ import { countStages, noiseSeed, planStages, sampleVideo, samplesToU8, type Fram
 import { claimOutput, withFileLock, type Claim } from '../sampling/claims.ts';
 import { writeSchedulePicture } from '../sampling/schedule-picture.ts';
 import { writeJsonAtomic } from '../util/fs-atomic.ts';
-import { FileFormatError, FlexvidError, OptionError } from '../util/errors.ts';
-import { loadFrameEmbedder, MODEL_CONFIG_FILE, noProgress, openEvalDataset, resolveDevice, type Reporting } from './common.ts';
+import { FileFormatError, OptionError } from '../util/errors.ts';
+import { decodeLatents, loadVae, resolveVaeDtype, resolveVaePath, type AutoencoderKL } from '../vae/index.ts';
+import { loadFrameEmbedder, MODEL_CONFIG_FILE, noProgress, openEvalDataset, resolveDevice, type ProgressFactory, type Reporting } from './common.ts';
 
 /** `--optimality` choices (§7.1). */
 export const OPTIMALITY_CHOICES = ['linspace-t', 'random-t', 'linspace-t-force-nearby', 'random-t-force-nearby'] as const;
@@ -79,8 +85,14 @@ export interface SampleRunOptions extends Reporting {
   evalDatasetConfig?: EvalConfig;
   lowerFrameRange?: number;
   upperFrameRange?: number | null;
-  /** VAE decode chunk (latent models; accepted for compatibility). */
+  /** Frames per VAE decoder call for latent models (default 10, the reference's `--decode_chunk_size`). */
   decodeChunkSize?: number;
+  /** `--vae`: the SDXL VAE weights (file or folder) for latent models (else `$FLEXVID_VAE`). */
+  vaePath?: string;
+  /** `--vae-dtype` (default auto: float16 on CUDA, float32 on the CPU). */
+  vaeDtype?: DType | 'auto';
+  /** Library use / tests: a VAE instead of loading `vaePath` (not disposed by {@link runSampling}). */
+  vae?: AutoencoderKL;
   /** Only write the stage-schedule picture `<eval dir>/schedule.png`. */
   justVisualise?: boolean;
   /** Root of the results tree (default `results`). */
@@ -112,6 +124,23 @@ export interface SampleRunReport {
 function checkInt(flag: string, v: unknown, min: number): number {
   if (!(typeof v === 'number' && Number.isSafeInteger(v) && v >= min)) throw new OptionError(flag, `an integer ≥ ${min}`, v);
   return v;
+}
+
+/** The VAE must decode the model's latent channels. */
+function checkVaeChannels(vae: AutoencoderKL, channels: number): void {
+  if (vae.config.latentChannels !== channels) {
+    throw new OptionError('--vae', `a VAE with ${channels} latent channels (the model's input)`, `${vae.config.latentChannels} latent channels`);
+  }
+}
+
+/** {@link decodeLatents} with a progress display over frames. */
+function decodeWithProgress(vae: AutoencoderKL, latents: Tensor, chunkSize: number, progress: ProgressFactory, label: string): Tensor {
+  let bar: ReturnType<typeof progress> | undefined;
+  try {
+    return decodeLatents(vae, latents, { chunkSize, onProgress: (done, total) => (bar ??= progress(label, total, 'frames')).update(done) });
+  } finally {
+    bar?.stop();
+  }
 }
 
 /** Read a checkpoint's description without loading its weights. */
@@ -280,120 +309,139 @@ export async function runSampling(o: SampleRunOptions): Promise<SampleRunReport>
     : undefined;
   const dataset = opened?.dataset;
   if (dataset && stop > dataset.length) throw new OptionError('--stop-index', `at most the ${dataset.length} items of the evaluation dataset`, stop);
-  const embedFrames = adaptive ? (o.embedFrames ?? (await loadFrameEmbedder(o.lpipsWeights))) : undefined;
-  log(`Inferring using the sampling scheme ${scheme} (T=${s.T}, n_obs=${s.nObs}, K=${s.maxFrames}, S=${s.stepSize}) into ${s.evalDir}`);
-
-  if (o.justVisualise) {
-    const videos = adaptive ? loadBatch(dataset!, [start], s.device) : undefined;
-    try {
-      const stages = planStages({ scheme, T: s.T, nObs: s.nObs, maxFrames: s.maxFrames, stepSize: s.stepSize, optimalSchedule: optimal, videos, embedFrames, onWarning: log });
-      const file = path.join(s.evalDir, 'schedule.png');
-      writeSchedulePicture(file, stages, { videoLength: s.T, numObs: s.nObs, title: `${scheme} T=${s.T} n_obs=${s.nObs} K=${s.maxFrames} S=${s.stepSize}` });
-      log(`wrote ${file} (${stages.length} stages)`);
-      return { evalDir: s.evalDir, identifier: s.identifier, written: [], existing: [], claimedElsewhere: [], schedulePicture: file };
-    } finally {
-      videos?.dispose();
-    }
-  }
-
-  if (latent) {
-    throw new FlexvidError(
-      `${o.checkpoint}: latent-space checkpoints (diffusion_space=latent) need the SDXL VAE decoder to write pixel samples, which flexvid does not include; use --just-visualise, or sampleVideo() for raw latents`,
-    );
-  }
-  const [C, H, W] = dataset!.frameShape();
-  const mc = meta.config.model;
-  if (C !== mc.inChannels || H !== mc.imageSize || W !== mc.imageSize) {
-    throw new OptionError('dataset frames', `${mc.inChannels}×${mc.imageSize}×${mc.imageSize} (the model's input)`, `${C}×${H}×${W} (${s.datasetName})`);
-  }
-
-  const samplesDir = path.join(s.evalDir, 'samples');
-  fs.mkdirSync(samplesDir, { recursive: true });
-  await writeModelConfigOnce(s.evalDir, modelConfigJson(meta, { useDdim: o.useDdim ?? false, timestepRespacing, checkpoint: o.checkpoint, sampler }));
-
-  const report: SampleRunReport = { evalDir: s.evalDir, identifier: s.identifier, written: [], existing: [], claimedElsewhere: [] };
-  const todo: number[] = [];
-  for (let i = start; i < stop; i++) (fs.existsSync(samplePath(s.evalDir, i, sampleIdx)) ? report.existing : todo).push(i);
-  if (todo.length === 0) {
-    log(`Nothing to do: all ${stop - start} samples of [${start}, ${stop}) exist in ${samplesDir}`);
-    return report;
-  }
-
-  const loaded = loadModelCheckpoint(o.checkpoint, { device: s.device, timestepRespacing });
-  const nStages = countStages({ scheme, T: s.T, nObs: s.nObs, maxFrames: s.maxFrames, stepSize: s.stepSize });
-  const genDevice = s.device.startsWith('cuda') ? s.device : 'cpu';
-  const held: Claim[] = [];
-  let batchNo = 0;
-  const runBatch = (claims: Claim[], indices: number[]): void => {
-    batchNo++;
-    const label = `sample ${indices[0]}…${indices[indices.length - 1]} (batch ${batchNo})`;
-    let bar: ReturnType<typeof progress> | undefined;
-    try {
-      tidy(() => {
-        const videos = loadBatch(dataset!, indices, s.device);
-        const generator = new Generator(noiseSeed(indices, sampleIdx, o.seed ?? 0), genDevice);
-        const { samples } = sampleVideo({
-          model: loaded.model,
-          diffusion: loaded.diffusion,
-          videos,
-          nObs: s.nObs,
-          maxFrames: s.maxFrames,
-          stepSize: s.stepSize,
-          scheme,
-          sampler: samplerArgs,
-          clipDenoised,
-          generator,
-          embedFrames,
-          optimalSchedule: optimal,
-          onWarning: log,
-          onStep: (stage, i, total) => {
-            bar ??= progress(label, nStages * total, 'steps');
-            bar.update(stage * total + i + 1, `stage ${stage + 1}/${nStages}`);
-          },
-        });
-        const bytes = samplesToU8(samples);
-        indices.forEach((idx, b) => {
-          writeNpy(samplePath(s.evalDir, idx, sampleIdx), { dtype: '|u1', shape: [s.T, C, H, W], data: bytes[b]! });
-          claims[b]!.release();
-          report.written.push(idx);
-        });
-      });
-    } finally {
-      bar?.stop();
-    }
-  };
+  const ownEmbedder = adaptive && !o.embedFrames ? await loadFrameEmbedder(o.lpipsWeights, { device: s.device }) : undefined;
+  const embedFrames = adaptive ? (o.embedFrames ?? ownEmbedder) : undefined;
   try {
-    let pending: { index: number; claim: Claim }[] = [];
-    const flush = () => {
-      if (pending.length === 0) return;
-      const batch = pending;
-      pending = [];
-      runBatch(
-        batch.map((p) => p.claim),
-        batch.map((p) => p.index),
-      );
-    };
-    for (const i of todo) {
-      const c = claimOutput(samplePath(s.evalDir, i, sampleIdx));
-      if (c === 'exists') report.existing.push(i);
-      else if (c === 'claimed') report.claimedElsewhere.push(i);
-      else {
-        held.push(c);
-        pending.push({ index: i, claim: c });
-        if (pending.length === batchSize) flush();
+    log(`Inferring using the sampling scheme ${scheme} (T=${s.T}, n_obs=${s.nObs}, K=${s.maxFrames}, S=${s.stepSize}) into ${s.evalDir}`);
+
+    if (o.justVisualise) {
+      const videos = adaptive ? loadBatch(dataset!, [start], s.device) : undefined;
+      try {
+        const stages = planStages({ scheme, T: s.T, nObs: s.nObs, maxFrames: s.maxFrames, stepSize: s.stepSize, optimalSchedule: optimal, videos, embedFrames, onWarning: log });
+        const file = path.join(s.evalDir, 'schedule.png');
+        writeSchedulePicture(file, stages, { videoLength: s.T, numObs: s.nObs, title: `${scheme} T=${s.T} n_obs=${s.nObs} K=${s.maxFrames} S=${s.stepSize}` });
+        log(`wrote ${file} (${stages.length} stages)`);
+        return { evalDir: s.evalDir, identifier: s.identifier, written: [], existing: [], claimedElsewhere: [], schedulePicture: file };
+      } finally {
+        videos?.dispose();
       }
     }
-    flush();
+
+    const [C, H, W] = dataset!.frameShape();
+    const mc = meta.config.model;
+    if (C !== mc.inChannels || H !== mc.imageSize || W !== mc.imageSize) {
+      throw new OptionError('dataset frames', `${mc.inChannels}×${mc.imageSize}×${mc.imageSize} (the model's input)`, `${C}×${H}×${W} (${s.datasetName})`);
+    }
+    // Latent models (§5.11, §7.2): the VAE decodes the sampled latents. Its weights and dtype are
+    // checked before anything is written; it is loaded once there is work to do.
+    const decodeChunkSize = checkInt('--decode-chunk-size', o.decodeChunkSize ?? 10, 1);
+    if (latent && o.vae) checkVaeChannels(o.vae, C);
+    if (latent && !o.vae) {
+      resolveVaePath(o.vaePath);
+      resolveVaeDtype(s.device, o.vaeDtype);
+    }
+
+    const samplesDir = path.join(s.evalDir, 'samples');
+    fs.mkdirSync(samplesDir, { recursive: true });
+    await writeModelConfigOnce(s.evalDir, modelConfigJson(meta, { useDdim: o.useDdim ?? false, timestepRespacing, checkpoint: o.checkpoint, sampler }));
+
+    const report: SampleRunReport = { evalDir: s.evalDir, identifier: s.identifier, written: [], existing: [], claimedElsewhere: [] };
+    const todo: number[] = [];
+    for (let i = start; i < stop; i++) (fs.existsSync(samplePath(s.evalDir, i, sampleIdx)) ? report.existing : todo).push(i);
+    if (todo.length === 0) {
+      log(`Nothing to do: all ${stop - start} samples of [${start}, ${stop}) exist in ${samplesDir}`);
+      return report;
+    }
+
+    const loaded = loadModelCheckpoint(o.checkpoint, { device: s.device, timestepRespacing });
+    const nStages = countStages({ scheme, T: s.T, nObs: s.nObs, maxFrames: s.maxFrames, stepSize: s.stepSize });
+    const genDevice = s.device.startsWith('cuda') ? s.device : 'cpu';
+    const held: Claim[] = [];
+    let vae: AutoencoderKL | undefined;
+    let ownVae = false;
+    let batchNo = 0;
+    const runBatch = (claims: Claim[], indices: number[]): void => {
+      batchNo++;
+      const label = `sample ${indices[0]}…${indices[indices.length - 1]} (batch ${batchNo})`;
+      let bar: ReturnType<typeof progress> | undefined;
+      try {
+        tidy(() => {
+          const videos = loadBatch(dataset!, indices, s.device);
+          const generator = new Generator(noiseSeed(indices, sampleIdx, o.seed ?? 0), genDevice);
+          const { samples } = sampleVideo({
+            model: loaded.model,
+            diffusion: loaded.diffusion,
+            videos,
+            nObs: s.nObs,
+            maxFrames: s.maxFrames,
+            stepSize: s.stepSize,
+            scheme,
+            sampler: samplerArgs,
+            clipDenoised,
+            generator,
+            embedFrames,
+            optimalSchedule: optimal,
+            onWarning: log,
+            onStep: (stage, i, total) => {
+              bar ??= progress(label, nStages * total, 'steps');
+              bar.update(stage * total + i + 1, `stage ${stage + 1}/${nStages}`);
+            },
+          });
+          // Latent models: decode the final latents [B, T, 4, h, w] → pixels [B, T, 3, f·h, f·w].
+          const pixels = vae ? decodeWithProgress(vae, samples, decodeChunkSize, progress, `decode ${label}`) : samples;
+          const bytes = samplesToU8(pixels);
+          const shape = pixels.shape.slice(1);
+          indices.forEach((idx, b) => {
+            writeNpy(samplePath(s.evalDir, idx, sampleIdx), { dtype: '|u1', shape, data: bytes[b]! });
+            claims[b]!.release();
+            report.written.push(idx);
+          });
+        });
+      } finally {
+        bar?.stop();
+      }
+    };
+    try {
+      if (latent) {
+        vae = o.vae ?? loadVae(o.vaePath, { device: s.device, dtype: o.vaeDtype ?? 'auto' });
+        ownVae = !o.vae;
+        checkVaeChannels(vae, C);
+      }
+      let pending: { index: number; claim: Claim }[] = [];
+      const flush = () => {
+        if (pending.length === 0) return;
+        const batch = pending;
+        pending = [];
+        runBatch(
+          batch.map((p) => p.claim),
+          batch.map((p) => p.index),
+        );
+      };
+      for (const i of todo) {
+        const c = claimOutput(samplePath(s.evalDir, i, sampleIdx));
+        if (c === 'exists') report.existing.push(i);
+        else if (c === 'claimed') report.claimedElsewhere.push(i);
+        else {
+          held.push(c);
+          pending.push({ index: i, claim: c });
+          if (pending.length === batchSize) flush();
+        }
+      }
+      flush();
+    } finally {
+      for (const c of held) c.release();
+      loaded.model.dispose();
+      if (ownVae) vae?.dispose();
+    }
+    report.existing.sort((a, b) => a - b);
+    log(
+      `wrote ${report.written.length} samples to ${samplesDir}` +
+        (report.written.length ? ` (${report.written.join(', ')})` : '') +
+        (report.existing.length ? `; ${report.existing.length} already existed` : '') +
+        (report.claimedElsewhere.length ? `; ${report.claimedElsewhere.length} are being sampled by other processes (${report.claimedElsewhere.join(', ')})` : ''),
+    );
+    return report;
   } finally {
-    for (const c of held) c.release();
-    loaded.model.dispose();
+    ownEmbedder?.dispose();
   }
-  report.existing.sort((a, b) => a - b);
-  log(
-    `wrote ${report.written.length} samples to ${samplesDir}` +
-      (report.written.length ? ` (${report.written.join(', ')})` : '') +
-      (report.existing.length ? `; ${report.existing.length} already existed` : '') +
-      (report.claimedElsewhere.length ? `; ${report.claimedElsewhere.length} are being sampled by other processes (${report.claimedElsewhere.join(', ')})` : ''),
-  );
-  return report;
 }

@@ -8,15 +8,21 @@
  * without it, §10.4 #38); batches are never zero-padded (features do not depend on the batch, so
  * this changes nothing but time); clips shorter than 9 frames are padded by repeating the last
  * frame instead of failing; features are cached per eval folder (`features/i3d-*.safetensors`) so
- * FVD and KVD share one I3D pass. PLAICraft latents (which the reference decodes with the SDXL VAE)
- * are not supported.
+ * FVD and KVD share one I3D pass.
+ *
+ * Latent datasets (real items with C ≠ 3, §8.2 step 3): every real window is decoded once by the
+ * SDXL VAE into the shared cache `<decodeCacheDir>/<key>/sample_<i:04d>.npy` (uint8, `decodedCache`),
+ * all N first in a random order (as the reference, so concurrent jobs spread the work), then read
+ * back through the same `u8 → [-1, 1] → u8` round trip as the generated videos; the generated videos
+ * must be `[T, 3, f·h, f·w]`. Corrected: the cache key starts with the dataset's name, and for evenly
+ * spaced views (whose windows depend on N) ends with `_n<N>`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { tensor } from '../engine/index.ts';
+import { tensor, tidy } from '../engine/index.ts';
 import { loadTensors, saveTensors } from '../nn/checkpoint.ts';
 import { getEvalDataset, type EvalConfig } from '../data/datasets.ts';
-import type { WindowDataset } from '../data/views.ts';
+import { SpacedView, type WindowDataset } from '../data/views.ts';
 import { readNpy, readNpyHeader } from '../data/npy.ts';
 import { parseEvalIdentifier, samplePath } from '../sampling/naming.ts';
 import { FileFormatError, FlexvidError, OptionError } from '../util/errors.ts';
@@ -25,6 +31,7 @@ import { kvdFromFeatures } from './mmd.ts';
 import { FVD_ROUND_TRIP_TABLE } from './fvd-input.ts';
 import { metricFileNames, readMetricFile, writeMetricFile } from './results.ts';
 import { I3D_CLASSES, type I3D } from './i3d.ts';
+import { decodedCache, decodedCacheKey, decodedCachePath, decodedToUint8, decodeLatents, DEFAULT_DECODE_CACHE_DIR, type AutoencoderKL } from '../vae/index.ts';
 
 /** The metrics this module computes. */
 export type VideoMetric = 'fvd' | 'kvd';
@@ -51,8 +58,17 @@ export interface VideoMetricOptions {
   networkId?: string | (() => string);
   /** Dataset name overriding `model_config.json`'s `dataset` (tests, moved datasets). */
   dataset?: string;
+  /**
+   * Latent datasets: the VAE that decodes the real videos, created only when a video is not in the
+   * decode cache yet (and disposed at the end).
+   */
+  vae?: () => AutoencoderKL;
+  /** Root of the decoded-real-video cache (default `./tmp/plaicraft_decoded`, the reference's). */
+  decodeCacheDir?: string;
+  /** Frames per VAE decoder call (default 5, the reference's FVD `--decode_chunk_size`). */
+  decodeChunkSize?: number;
   /** Progress: phase, videos done, total. */
-  onProgress?: (phase: 'real' | 'generated', done: number, total: number) => void;
+  onProgress?: (phase: 'decode' | 'real' | 'generated', done: number, total: number) => void;
   onWarning?: (message: string) => void;
 }
 
@@ -174,6 +190,84 @@ function computeFeatures(
 }
 
 /**
+ * A stored uint8 video `[T, 3, H, W]` (a sample file or a decoded real video) through the
+ * reference's float32 `u8 → [-1, 1] → u8` round trip (§8.2 step 4, faithful).
+ */
+function readRoundTrip(file: string): { data: Uint8Array; shape: [number, number, number, number] } {
+  const a = readNpy(file);
+  if (a.dtype !== '|u1' || a.shape.length !== 4 || a.shape[1] !== 3) {
+    throw new FileFormatError(file, `expected a uint8 video [T, 3, H, W], found ${a.dtype} [${a.shape.join(', ')}]`);
+  }
+  const src = a.data as Uint8Array;
+  const data = new Uint8Array(src.length);
+  for (let j = 0; j < src.length; j++) data[j] = FVD_ROUND_TRIP_TABLE[src[j]!]!;
+  return { data, shape: a.shape as [number, number, number, number] };
+}
+
+/**
+ * Decode the first N real (latent) videos of `ds` into the cache `cache.dir/cache.key` (§8.2 step 3):
+ * all of them first, in a random order (as the reference, so that concurrent jobs share the work),
+ * each once under `decodedCache`'s lock; the VAE is created only when a video is missing. Checks
+ * that the decoded videos have the generated videos' shape `genShape` — before decoding when the
+ * VAE is needed, else from the cached files.
+ */
+async function decodeRealVideos(
+  ds: WindowDataset,
+  N: number,
+  cache: { dir: string; key: string },
+  genShape: readonly number[],
+  genFile: string,
+  datasetName: string,
+  o: Pick<VideoMetricOptions, 'vae' | 'decodeChunkSize' | 'onProgress'>,
+): Promise<void> {
+  const chunkSize = o.decodeChunkSize ?? 5;
+  checkInt('decode_chunk_size', chunkSize, 1);
+  const [C, h, w] = ds.frameShape();
+  const mismatch = (want: readonly number[], source: string) =>
+    new FileFormatError(genFile, `generated video shape [${genShape.join(', ')}] differs from the decoded real videos' [${want.join(', ')}] (${source})`);
+  let vae: AutoencoderKL | undefined;
+  const getVae = (): AutoencoderKL => {
+    if (vae) return vae;
+    if (!o.vae) throw new FlexvidError(`dataset ${datasetName} holds ${C}-channel latents: FVD decodes them with the SDXL VAE (REFERENCE_SPEC §8.2 step 3); pass --vae PATH or set FLEXVID_VAE`);
+    vae = o.vae();
+    if (vae.config.latentChannels !== C) throw new FlexvidError(`dataset ${datasetName} has ${C}-channel frames but the VAE decodes ${vae.config.latentChannels}-channel latents`);
+    const f = vae.downFactor;
+    const want = [ds.T, vae.config.outChannels, h * f, w * f];
+    if (genShape.join(', ') !== want.join(', ')) throw mismatch(want, `the VAE's decoding of dataset ${datasetName}'s ${C}×${h}×${w} latents`);
+    return vae;
+  };
+  try {
+    const file = (i: number) => decodedCachePath(cache.dir, cache.key, i);
+    if (Array.from({ length: N }, (_, i) => i).some((i) => !fs.existsSync(file(i)))) getVae(); // errors before any decoding
+    const order = Array.from({ length: N }, (_, i) => i);
+    for (let i = N - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    let done = 0;
+    for (const i of order) {
+      if (!fs.existsSync(file(i))) {
+        await decodedCache(cache.dir, cache.key, i, () => {
+          const v = getVae();
+          const item = ds.get(i);
+          return tidy(() => {
+            const u8 = decodedToUint8(decodeLatents(v, tensor(item.frames, { shape: [...item.shape] }), { chunkSize }));
+            return { data: u8.toBytes(), shape: [...u8.shape] };
+          });
+        });
+      }
+      o.onProgress?.('decode', ++done, N);
+    }
+    for (let i = 0; i < N; i++) {
+      const shape = readNpyHeader(file(i)).shape;
+      if (shape.join(', ') !== genShape.join(', ')) throw mismatch(shape, `cached in ${file(i)}`);
+    }
+  } finally {
+    vae?.dispose();
+  }
+}
+
+/**
  * Compute (or read) FVD and/or KVD for an evaluation folder (REFERENCE_SPEC §8.2, §8.3).
  * Existing metric files are read and reported, not recomputed (§8.2 step 1).
  */
@@ -230,6 +324,7 @@ export async function evaluateVideoMetrics(o: VideoMetricOptions): Promise<Video
 
     // Open and check the real videos before any I3D work (§8.2 step 2).
     let dataset: WindowDataset | undefined;
+    let decoded: { dir: string; key: string } | undefined;
     if (!real) {
       dataset = (
         await getEvalDataset(datasetName, {
@@ -241,15 +336,25 @@ export async function evaluateVideoMetrics(o: VideoMetricOptions): Promise<Video
         })
       ).dataset;
       const [C, H, W] = dataset.frameShape();
-      if (C !== 3) {
-        throw new FlexvidError(
-          `dataset ${datasetName} has ${C}-channel frames (latents); FVD needs RGB videos — decoding PLAICraft latents with the SDXL VAE (REFERENCE_SPEC §8.2 step 3) is not supported`,
-        );
-      }
       if (dataset.length < N) throw new OptionError('num_videos', `at most the ${dataset.length} videos of the eval dataset ${datasetName}`, N);
-      const want = [dataset.T, 3, H, W].join(', ');
-      if (genShape.join(', ') !== want) {
-        throw new FileFormatError(samplePath(o.evalDir, 0, sampleIdx), `generated video shape [${genShape.join(', ')}] differs from the real videos' [${want}]`);
+      if (C === 3) {
+        const want = [dataset.T, 3, H, W].join(', ');
+        if (genShape.join(', ') !== want) {
+          throw new FileFormatError(samplePath(o.evalDir, 0, sampleIdx), `generated video shape [${genShape.join(', ')}] differs from the real videos' [${want}]`);
+        }
+      } else {
+        // Latents (§8.2 step 3): decode every real video once into the shared cache.
+        let key = decodedCacheKey({
+          dataset: datasetName,
+          T: ident.T,
+          config: ident.evalDatasetConfig,
+          lower: ident.lowerFrameRange,
+          upper: ident.upperFrameRange,
+          evalOnTrain: ident.evalOnTrain,
+        });
+        if (dataset instanceof SpacedView) key += `_n${N}`; // corrected: spaced windows depend on N
+        decoded = { dir: o.decodeCacheDir ?? DEFAULT_DECODE_CACHE_DIR, key };
+        await decodeRealVideos(dataset, N, decoded, genShape, samplePath(o.evalDir, 0, sampleIdx), datasetName, o);
       }
     }
 
@@ -258,18 +363,7 @@ export async function evaluateVideoMetrics(o: VideoMetricOptions): Promise<Video
         getNet(),
         N,
         batchSize,
-        (i) => {
-          const file = samplePath(o.evalDir, i, sampleIdx);
-          const a = readNpy(file);
-          if (a.dtype !== '|u1' || a.shape.length !== 4 || a.shape[1] !== 3) {
-            throw new FileFormatError(file, `expected a uint8 video [T, 3, H, W], found ${a.dtype} [${a.shape.join(', ')}]`);
-          }
-          // Faithful u8 → [-1, 1] → u8 round trip of the reference (§8.2 step 4).
-          const src = a.data as Uint8Array;
-          const data = new Uint8Array(src.length);
-          for (let j = 0; j < src.length; j++) data[j] = FVD_ROUND_TRIP_TABLE[src[j]!]!;
-          return { data, shape: a.shape as [number, number, number, number] };
-        },
+        (i) => readRoundTrip(samplePath(o.evalDir, i, sampleIdx)),
         (d, t) => o.onProgress?.('generated', d, t),
       );
       gen = { features };
@@ -283,6 +377,7 @@ export async function evaluateVideoMetrics(o: VideoMetricOptions): Promise<Video
         N,
         batchSize,
         (i) => {
+          if (decoded) return readRoundTrip(decodedCachePath(decoded.dir, decoded.key, i));
           const item = ds.get(i);
           const data = new Uint8Array(item.frames.length);
           for (let j = 0; j < data.length; j++) data[j] = modelToU8(item.frames[j]!);

@@ -21,8 +21,10 @@ async function run(...argv: string[]): Promise<{ code: number; out: string; err:
   let err = '';
   const ow = process.stdout.write.bind(process.stdout);
   const ew = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
+  // Only strings are captured: under `node --test` the runner reports through stdout as binary
+  // (serialised) chunks, which must pass through while a command runs.
+  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((out += s), true) : ow(s, ...rest))) as typeof process.stdout.write;
+  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((err += s), true) : ew(s, ...rest))) as typeof process.stderr.write;
   try {
     const code = await main(argv);
     return { code, out, err };

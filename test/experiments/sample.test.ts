@@ -11,6 +11,8 @@ import { evalIdentifier, parseEvalIdentifier, samplePath } from '../../src/sampl
 import { runSampling } from '../../src/experiments/sample-run.ts';
 import { claimOutput, claimPath } from '../../src/sampling/claims.ts';
 import { main } from '../../src/cli/main.ts';
+import { LpipsNet, lpipsEmbedder } from '../../src/metrics/lpips.ts';
+import { saveTensors } from '../../src/nn/checkpoint.ts';
 import { itemU8, makeBalls, makeCheckpoint, REPO, rmTmp, tmpDir } from './helpers.ts';
 
 let dir = '';
@@ -159,6 +161,36 @@ test('adaptive schemes: without LPIPS a clear error naming --lpips-weights; with
   });
   assert.deepEqual(r.written, [0, 1]);
   assert.equal(path.basename(r.evalDir), 'adaptive-autoreg_8_10_6_default_0_None_test');
+});
+
+test('adaptive-autoreg end to end with LPIPS: --lpips-weights FILE (random AlexNet/LPIPS weights) equals the embedder passed directly', async () => {
+  const net = LpipsNet.random(0);
+  const weights = path.join(dir, 'lpips-random.safetensors');
+  saveTensors(weights, net.stateDict());
+  const common = { ...fast, checkpoint: ckpt, stopIndex: 2, batchSize: 2, samplingScheme: 'adaptive-autoreg', nObs: 3, maxFrames: 6, maxLatentFrames: 3 } as const;
+  const fromFile = await runSampling({ ...common, resultsDir: path.join(dir, 'results-lpips-file'), lpipsWeights: weights });
+  const embedder = lpipsEmbedder(net);
+  let calls = 0;
+  const direct = await runSampling({
+    ...common,
+    resultsDir: path.join(dir, 'results-lpips-direct'),
+    embedFrames: (frames) => (calls++, embedder.embed(frames)),
+  });
+  embedder.dispose();
+  assert.ok(calls > 0, 'the adaptive scheme embeds frames');
+  assert.deepEqual(fromFile.written, [0, 1]);
+  assert.equal(path.basename(fromFile.evalDir), 'adaptive-autoreg_6_10_3_default_0_None_test');
+  for (const i of [0, 1]) {
+    const a = readNpy(samplePath(fromFile.evalDir, i, 0));
+    assert.deepEqual(a.shape, [10, 3, 32, 32]);
+    assert.deepEqual(a.data, readNpy(samplePath(direct.evalDir, i, 0)).data);
+  }
+  // The CLI passes --lpips-weights through.
+  const res = path.join(dir, 'results-lpips-cli');
+  const code = await main(['sample', ckpt, '--stop-index', '2', '--batch-size', '2', '--sampling-scheme', 'adaptive-autoreg', '--n-obs', '3', '--max-frames', '6', '--max-latent-frames', '3', '--sampler', 'ddpm', '--timestep-respacing', '2', '--device', 'cpu', '--results-dir', res, '--lpips-weights', weights, '--quiet']);
+  assert.equal(code, 0);
+  const cliDir = path.join(res, 'run1', 'ema_0.9999_000010_ddpm_respace2', 'adaptive-autoreg_6_10_3_default_0_None_test');
+  assert.deepEqual(readNpy(samplePath(cliDir, 0, 0)).data, readNpy(samplePath(fromFile.evalDir, 0, 0)).data);
 });
 
 test('flag errors name the flag', async () => {

@@ -74,8 +74,9 @@ async function cli(args: string[], env: Record<string, string | undefined> = {})
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;
   }
-  process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => (err.push(String(s)), true)) as typeof process.stderr.write;
+  // Only strings are captured: the test runner's own (binary) reports must pass through.
+  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? (out.push(s), true) : ow(s, ...rest))) as typeof process.stdout.write;
+  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? (err.push(s), true) : ew(s, ...rest))) as typeof process.stderr.write;
   try {
     const code = await main(args);
     return { code, out: out.join(''), err: err.join('') };
