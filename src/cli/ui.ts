@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { OptionError } from '../util/errors.ts';
 import { isLoopbackHost, startUiServer } from '../ui/server.ts';
 import { discoverRunIds, resolveLayout } from '../ui/runs.ts';
-import { exportTensorBoard } from '../ui/tensorboard.ts';
+import { exportTensorBoard } from '../io/tensorboard.ts';
 
 function intArg(flag: string, min: number, max: number) {
   return (value: string): number => {

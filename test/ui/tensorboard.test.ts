@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { crc32c, encodeEvent, EXPORT_SUFFIX, exportTensorBoard, maskedCrc32c, TensorBoardWriter } from '../../src/ui/tensorboard.ts';
+import { crc32c, encodeEvent, EXPORT_SUFFIX, exportTensorBoard, maskedCrc32c, TensorBoardWriter } from '../../src/io/tensorboard.ts';
 
 // ------------------------------------------------------------------ independent reference parser
 
