@@ -66,16 +66,29 @@ function describe(source, includes, libdir, abi) {
   return { source, includes, libdir, libs: [...libs, ...cuda], cuda: cuda.length > 0, abi };
 }
 
+/**
+ * NCCL process groups (native/c10d.cc) are compiled only on request, because they need the CUDA
+ * toolkit headers and nccl.h besides a CUDA libtorch: FLEXVID_NCCL=1 with CUDA_HOME (default
+ * /usr/local/cuda) and NCCL_INCLUDE_DIR (default: CUDA_HOME/include) pointing at them.
+ */
+export function ncclBuild(t) {
+  if (process.env.FLEXVID_NCCL !== '1' || !t.cuda) return { defines: [], includes: [] };
+  const cudaHome = process.env.CUDA_HOME ?? process.env.CUDA_PATH ?? '/usr/local/cuda';
+  const includes = [path.join(cudaHome, 'include')];
+  if (process.env.NCCL_INCLUDE_DIR) includes.push(path.resolve(process.env.NCCL_INCLUDE_DIR));
+  return { defines: ['USE_C10D_NCCL', 'USE_C10D_GLOO'], includes: includes.filter((d) => fs.existsSync(d)) };
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
   try {
     const t = findLibtorch();
     const what = process.argv[2] ?? 'json';
     if (what === 'json') console.log(JSON.stringify(t, null, 2));
-    else if (what === 'include') console.log(t.includes.join(' '));
     else if (what === 'libdirs') console.log(t.libdir);
     else if (what === 'libs') console.log(['-Wl,--no-as-needed', ...t.libs.map((l) => `-l${l}`), '-Wl,--as-needed'].join(' '));
     else if (what === 'rpath') console.log(`-Wl,-rpath,${t.libdir}`);
-    else if (what === 'defines') console.log(`_GLIBCXX_USE_CXX11_ABI=${t.abi}`);
+    else if (what === 'defines') console.log([`_GLIBCXX_USE_CXX11_ABI=${t.abi}`, ...ncclBuild(t).defines].join(' '));
+    else if (what === 'include') console.log([...t.includes, ...ncclBuild(t).includes].join(' '));
     else throw new Error(`unknown query ${what}`);
   } catch (e) {
     console.error(e.message);

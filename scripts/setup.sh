@@ -2,7 +2,8 @@
 # One idempotent set-up step, run first by both `npm run demo` and `npm test`:
 #   1. libtorch: LIBTORCH / LIBTORCH_USE_PYTORCH=1 / system libtorch-dev (installed via apt when root)
 #   2. npm dependencies (npm ci) when node_modules is missing or older than package-lock.json
-#   3. the native addon (rebuilt only when its sources or the chosen libtorch changed)
+#   3. Gloo headers (libgloo-dev) for multi-process training with the system libtorch (c10d)
+#   4. the native addon (rebuilt only when its sources or the chosen libtorch changed)
 # Takes a second or two when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,9 +45,24 @@ if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ] && [ -e /usr
   esac
 fi
 
+# Multi-process training (c10d ProcessGroupGloo) compiles against the Gloo headers, which Debian
+# ships apart from libtorch-dev. Without them the addon still builds, single-process only.
+build_flags=""
+if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ] && [ -e /usr/include/ATen/ATen.h ] && [ ! -e /usr/include/gloo/context.h ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "flexvid: installing the Gloo headers for multi-process training (libgloo-dev)…" >&2
+    if DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libgloo-dev >&2 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libgloo-dev >&2; }; then
+      build_flags="--force"
+    fi
+  else
+    echo "flexvid: note: without libgloo-dev, multi-process training (--nproc) is unavailable: sudo apt-get install -y libgloo-dev" >&2
+  fi
+fi
+
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "flexvid: installing npm dependencies…" >&2
   npm ci --no-audit --no-fund --loglevel=error >&2
 fi
 
-node native/build.mjs
+node native/build.mjs $build_flags

@@ -12,6 +12,8 @@ import { register as registerSample } from './sample.ts';
 import { register as registerFvd } from './fvd.ts';
 import { register as registerUi } from './ui.ts';
 import { register as registerDemo } from './demo.ts';
+import { register as registerCluster } from './cluster.ts';
+import { register as registerExperiment } from './experiment.ts';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -27,6 +29,8 @@ export function buildProgram(): Command {
   registerFvd(program);
   registerUi(program);
   registerDemo(program);
+  registerCluster(program);
+  registerExperiment(program);
   return program;
 }
 

@@ -41,7 +41,7 @@ import { writeJsonAtomic } from '../util/fs-atomic.ts';
 import { markObserved, videoFrames, videoFromFloatTCHW } from '../media/frames.ts';
 import { writeGif } from '../media/gif.ts';
 import { WindowLoader, type LoadedWindows } from './loader.ts';
-import { TensorBoardWriter } from '../ui/tensorboard.ts';
+import { TensorBoardWriter } from '../io/tensorboard.ts';
 import { checkpointFiles, completeCheckpointSteps, readCheckpointMeta, saveWeights, type CheckpointMeta, type ModelCheckpointConfig } from './checkpoint.ts';
 import { parseEmaRates, validateTrainOptions, type TrainOptions } from './options.ts';
 import { allGatherObjects, anyRank, averageGradients, barrier, broadcastObject, broadcastParameters } from '../engine/distributed.ts';
@@ -55,6 +55,8 @@ export interface TrainHooks {
   onStep?: (step: number, loss: number) => void;
   /** Messages (start-up summary, saves). */
   onMessage?: (text: string) => void;
+  /** Once, before the first step: where the run is and how many steps it will take (null = unbounded). */
+  onStart?: (info: { runId: string; runDir: string; step: number; totalSteps: number | null }) => void;
 }
 
 export interface TrainResult {
@@ -358,6 +360,8 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
   };
 
   status('running', step);
+  const bounds = [o.maxSteps, o.lrAnnealSteps, streaming ? loader.length * o.stepsPerExperience : 0].filter((n) => n > 0);
+  hooks.onStart?.({ runId, runDir, step, totalSteps: bounds.length ? Math.min(...bounds) : null });
   let current = produce();
   if (current && stepsOnBatch >= o.stepsPerExperience) {
     // resumed exactly at the end of a batch: it is done, move on
