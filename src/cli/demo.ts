@@ -10,7 +10,7 @@ export function register(program: Command): void {
     .description('Generate a colour-shifting balls stream, train lifelong with replay, sample with two schemes, render videos, compute metrics and write a report.')
     .option('--root <dir>', 'folder for everything the demo writes', 'flexvid-demo')
     .option('--small', 'reduced size (a few steps, one short video) for CI')
-    .option('--steps <n>', 'training steps (default 400; --small: 4)')
+    .option('--steps <n>', 'training steps (default 300; --small: 4)')
     .option('--frames <n>', 'frames per generated stream (default 4000; --small: 600)')
     .action(async (o: { root: string; small?: boolean; steps?: string; frames?: string }) => {
       const num = (flag: string, v?: string) => {

@@ -61,6 +61,11 @@ export interface NativeBinding {
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function load(): NativeBinding {
+  // libgomp reads OMP_WAIT_POLICY when the addon (and libtorch with it) is loaded. Spinning idle
+  // OpenMP threads (the default) steal the core from the thread doing the work whenever the
+  // machine has anything else to do: a single-threaded GEMM measured 6x slower that way. Sleeping
+  // idle threads cost a few microseconds per parallel region instead. OMP_WAIT_POLICY=ACTIVE restores spinning.
+  process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
   const candidates = [
     process.env.FLEXVID_NATIVE,
     path.join(root, 'native', 'build', 'Release', 'flexvid.node'),

@@ -23,7 +23,7 @@ export interface DemoOptions {
   root?: string;
   /** Reduced size for CI: a few training steps and one short video. */
   small?: boolean;
-  /** Training steps (default 400; small: 4). */
+  /** Training steps (default 300; small: 4). */
   steps?: number;
   /** Frames per stream of the generated dataset (default 4000; small: 600). */
   frames?: number;
@@ -56,7 +56,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   await generateBalls({ out: data, frames, chunkSize: small ? 300 : 1000, colorShift: true, onProgress: undefined });
 
   // 2. Lifelong training with reservoir replay: each step = the newest window + a replayed one.
-  const steps = o.steps ?? (small ? 4 : 400);
+  const steps = o.steps ?? (small ? 4 : 300);
   const runId = 'demo';
   const ckptDir = path.join(root, 'checkpoints');
   fs.rmSync(path.join(ckptDir, runId), { recursive: true, force: true });
@@ -94,7 +94,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const ckpt = path.join(result.runDir, checkpointFiles.ema('0.99', result.step));
 
   // 3. Long videos from the test stream with two schemes.
-  const T = small ? 15 : 30;
+  const T = small ? 15 : 25; // evenly spaced test windows: T must divide frames / nVideos
   const nObs = 5;
   const nVideos = small ? 1 : 4;
   const sampler = small ? 'heun-80-inf-0-1-1000-0.002-7-5' : 'heun-80-inf-0-1-1000-0.002-7-25';
