@@ -53,7 +53,9 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const frames = o.frames ?? (small ? 600 : 4000);
   const data = path.join(root, 'datasets', 'ball_nstn');
   log(`[1/5] generating ${frames} frames of colour-shifting bouncing balls (train and test) → ${data}`);
-  await generateBalls({ out: data, frames, chunkSize: small ? 300 : 1000, colorShift: true, onProgress: undefined });
+  const genBar = o.progress?.('balls', 2 * frames, 'frames');
+  await generateBalls({ out: data, frames, chunkSize: small ? 300 : 1000, colorShift: true, onProgress: (done) => genBar?.update(done) });
+  genBar?.stop();
 
   // 2. Lifelong training with reservoir replay: each step = the newest window + a replayed one.
   const steps = o.steps ?? (small ? 4 : 300);
