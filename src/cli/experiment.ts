@@ -66,7 +66,7 @@ export function register(program: Command): void {
   const flags: FlagSpec[] = [
     { name: 'root', arg: '<dir>', help: 'folder for everything the experiment writes', default: 'flexvid-experiments/lifelong-balls' },
     { name: 'small', arg: '', help: 'tiny size for CI: 6 steps per method, 200 frames, loss on 2 windows, no sampling' },
-    { name: 'steps', arg: '<n>', help: 'gradient steps per method (default 3000; --small 6)', parse: intArg('--steps') },
+    { name: 'steps', arg: '<n>', help: 'gradient steps per method (default 2000; --small 6)', parse: intArg('--steps') },
     { name: 'frames', arg: '<n>', help: 'frames per stream (default: steps + K − 1, rounded up to a multiple of 10 that splits into chunks)', parse: intArg('--frames') },
     { name: 'num-channels', arg: '<n>', help: 'U-Net base width, a multiple of 32 (default 32; paper 64 for Balls (O), ~192 for Balls (C))', parse: intArg('--num-channels') },
     { name: 'num-res-blocks', arg: '<n>', help: 'ResBlocks per level (default 1)', parse: intArg('--num-res-blocks') },
@@ -80,7 +80,7 @@ export function register(program: Command): void {
     { name: 'seed', arg: '<n>', help: 'seed of initialisation, noise and data sampling (default 0)', parse: intArg('--seed', 0) },
     { name: 'methods', arg: '<list>', help: 'comma-separated subset of offline,replay,no-replay (default all)' },
     { name: 'segment', arg: '<fraction>', help: 'fraction of the test stream in the early and late segments (default 0.2)', parse: numArg('--segment') },
-    { name: 'eval-windows', arg: '<n>', help: 'test windows per segment for the loss (default 50)', parse: intArg('--eval-windows') },
+    { name: 'eval-windows', arg: '<n>', help: 'test windows per segment for the loss (default 40)', parse: intArg('--eval-windows') },
     { name: 'trials', arg: '<n>', help: 'noise levels per window for the loss (default 10)', parse: intArg('--trials') },
     { name: 'eval-videos', arg: '<n>', help: 'sampled videos per method and segment (default 4)', parse: intArg('--eval-videos') },
     { name: 'sample-length', arg: '<n>', help: 'frames of each sampled video (default 30)', parse: intArg('--sample-length') },

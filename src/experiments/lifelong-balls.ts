@@ -59,13 +59,13 @@ export type LifelongMethod = (typeof LIFELONG_METHODS)[number];
 export const SEGMENTS = ['early', 'late'] as const;
 export type Segment = (typeof SEGMENTS)[number];
 
-/** Options of {@link runLifelongBalls}. Defaults are sized for ~2 h on 2 CPU cores (docs/experiments.md). */
+/** Options of {@link runLifelongBalls}. Defaults are sized for ≈ 2 h on 2 CPU cores (docs/experiments.md). */
 export interface LifelongBallsOptions extends Reporting {
   /** Folder for everything (default `flexvid-experiments/lifelong-balls`). */
   root?: string;
   /** Tiny size for tests/CI: 6 steps per method, a 200-frame stream, loss on 2 windows per segment, no sampling. */
   small?: boolean;
-  /** Gradient steps per method (default 3000; small 6). */
+  /** Gradient steps per method (default 2000; small 6). */
   steps?: number;
   /** Frames per stream, train and test each (default: `steps + K − 1`, rounded up to a multiple of 10 that splits into chunks). */
   frames?: number;
@@ -93,7 +93,7 @@ export interface LifelongBallsOptions extends Reporting {
   methods?: LifelongMethod[];
   /** Fraction of the test stream in each evaluation segment (default 0.2). */
   segment?: number;
-  /** Test windows per segment for the loss (default 50; small 2). */
+  /** Test windows per segment for the loss (default 40; small 2). */
   evalWindows?: number;
   /** Noise levels per window for the loss (default 10, as the paper; small 1). */
   trials?: number;
@@ -222,7 +222,7 @@ export function resolveLifelongSettings(o: LifelongBallsOptions): ResolvedLifelo
   const small = o.small ?? false;
   const maxFrames = posInt('--max-frames', o.maxFrames ?? 10);
   if (maxFrames < 2) throw new OptionError('--max-frames', 'at least 2 (K/2 observed + K/2 predicted frames)', maxFrames);
-  const steps = posInt('--steps', o.steps ?? (small ? 6 : 3000));
+  const steps = posInt('--steps', o.steps ?? (small ? 6 : 2000));
   const frames = posInt('--frames', o.frames ?? (small ? 200 : defaultFrames(steps + maxFrames - 1)));
   const chunkSize = chunkSizeFor(frames);
   if (chunkSize === undefined) throw new OptionError('--frames', 'at most 1000 or a number with a divisor between 100 and 1000 (the stream is written in chunks), e.g. a multiple of 100', frames);
@@ -268,7 +268,7 @@ export function resolveLifelongSettings(o: LifelongBallsOptions): ResolvedLifelo
     seed,
     methods,
     segment,
-    evalWindows: posInt('--eval-windows', o.evalWindows ?? (small ? 2 : 50)),
+    evalWindows: posInt('--eval-windows', o.evalWindows ?? (small ? 2 : 40)),
     trials: posInt('--trials', o.trials ?? (small ? 1 : 10)),
     evalVideos: posInt('--eval-videos', o.evalVideos ?? (small ? 1 : 4)),
     sampleLength,
@@ -572,23 +572,18 @@ export function writeLifelongReport(
   writeJsonAtomic(json, { settings: s, runs, results, timing });
 
   // Tables.
+  const paired = (r: SegmentResult | undefined) => {
+    if (!r || r.method === 'offline') return '—';
+    const p = pairedVsOffline(results, r);
+    return Number.isFinite(p.diff) ? `${formatNumber(p.diff)} ± ${formatNumber(p.se)}` : '—';
+  };
   const lossTable = {
-    columns: ['method', 'loss early', '± se', 'loss late', '± se', 'early / late', 'early vs offline (paired diff ± se)', 'train s'],
+    columns: ['method', 'loss early', '± se', 'loss late', '± se', 'early / late', 'early − offline (paired, ± se)', 'late − offline (paired, ± se)', 'train s'],
     rows: methods.map((m) => {
       const e = get(m, 'early');
       const l = get(m, 'late');
-      const p = e ? pairedVsOffline(results, e) : { diff: NaN, se: NaN };
       const run = runs.find((x) => x.method === m)!;
-      return [
-        m,
-        e?.loss ?? NaN,
-        e?.lossSe ?? NaN,
-        l?.loss ?? NaN,
-        l?.lossSe ?? NaN,
-        e && l ? e.loss / l.loss : NaN,
-        m === 'offline' || !Number.isFinite(p.diff) ? '—' : `${formatNumber(p.diff)} ± ${formatNumber(p.se)}`,
-        Math.round(run.trainSeconds),
-      ];
+      return [m, e?.loss ?? NaN, e?.lossSe ?? NaN, l?.loss ?? NaN, l?.lossSe ?? NaN, e && l ? e.loss / l.loss : NaN, paired(e), paired(l), Math.round(run.trainSeconds)];
     }),
   };
   const tables: ReportContents['tables'] = [{ caption: 'teacher-forced test loss (lower is better), early vs late test windows', table: lossTable, href: rel(csv) }];
@@ -603,11 +598,11 @@ export function writeLifelongReport(
   }
 
   // Charts.
-  const segLabels = [`early (first ${Math.round(100 * s.segment)} %)`, `late (last ${Math.round(100 * s.segment)} %)`];
+  const segLabels = ['early', 'late'];
   const charts: ChartSpec[] = [
     {
-      title: 'test loss on early vs late test windows (mean ± se)',
-      xLabel: 'test segment',
+      title: 'test loss, early vs late windows (mean ± se)',
+      xLabel: `test segment (first / last ${Math.round(100 * s.segment)} %)`,
       yLabel: 'loss',
       categories: segLabels,
       series: methods.map((m) => ({
@@ -619,8 +614,8 @@ export function writeLifelongReport(
       })),
     },
     {
-      title: 'test loss per window vs position in the test stream (= blue shift)',
-      xLabel: 'window start / stream length',
+      title: 'per-window test loss vs stream position',
+      xLabel: 'window start / stream length (= blue shift)',
       yLabel: 'loss',
       lines: false,
       series: methods.map((m) => ({

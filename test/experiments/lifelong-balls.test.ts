@@ -16,14 +16,18 @@ import { resolveTrainOptions } from '../../src/training/options.ts';
 import { ReplaySampler } from '../../src/lifelong/replay-sampler.ts';
 import { main } from '../../src/cli/main.ts';
 import { OptionError } from '../../src/util/errors.ts';
+import { loadSafetensors } from '../../src/io/safetensors.ts';
 import { rmTmp, tmpDir } from './helpers.ts';
 
 test('segment ranges tile n windows of T frames exactly at the start and the end of the stream', () => {
-  // 20 % of 3000 = 600 frames; 50 windows of 10 → 500 frames, spacing 10.
-  assert.deepEqual(segmentRange('early', 3000, 0.2, 50, 10, '--eval-windows'), [0, 600]);
-  assert.deepEqual(segmentRange('late', 3000, 0.2, 50, 10, '--eval-windows'), [2400, 3000]);
-  // 4 videos of 30 frames: units of 120 → 480 ≤ 600.
-  assert.deepEqual(segmentRange('late', 3000, 0.2, 4, 30, '--eval-videos'), [2520, 3000]);
+  // 20 % of 3000 = 600 frames hold one block of 50 windows of 10 (500 frames, spacing 10).
+  assert.deepEqual(segmentRange('early', 3000, 0.2, 50, 10, '--eval-windows'), [0, 500]);
+  assert.deepEqual(segmentRange('late', 3000, 0.2, 50, 10, '--eval-windows'), [2500, 3000]);
+  // 20 windows of 10: 3 blocks of 200 → spacing 30.
+  assert.deepEqual(segmentRange('early', 3000, 0.2, 20, 10, '--eval-windows'), [0, 600]);
+  // 4 videos of 30 frames: blocks of 120 → 5 · 120 = 600.
+  assert.deepEqual(segmentRange('late', 3000, 0.2, 4, 30, '--eval-videos'), [2400, 3000]);
+  assert.deepEqual(segmentRange('late', 2900, 0.2, 4, 30, '--eval-videos'), [2420, 2900]);
   // 42 frames hold at most 4 windows of 10.
   assert.deepEqual(segmentRange('early', 210, 0.2, 4, 10, '--eval-windows'), [0, 40]);
   assert.throws(() => segmentRange('early', 210, 0.2, 5, 10, '--eval-windows'), (e: unknown) => e instanceof OptionError && e.option === '--eval-windows');
@@ -31,7 +35,7 @@ test('segment ranges tile n windows of T frames exactly at the start and the end
 
 test('stream length defaults and chunking', () => {
   assert.equal(chunkSizeFor(210), 210);
-  assert.equal(chunkSizeFor(3010), 430); // 3010 = 7 · 430
+  assert.equal(chunkSizeFor(3010), 602); // 3010 = 2·5·7·43: divisors 602, 430, 301, 215 in [100, 1000]
   assert.equal(chunkSizeFor(1_000_000), 1000);
   assert.equal(chunkSizeFor(10 * 1009), undefined); // only tiny divisors
   assert.equal(defaultFrames(3009), 3010);
@@ -42,6 +46,11 @@ test('stream length defaults and chunking', () => {
   assert.equal(s.frames, 3010);
   assert.equal(s.windows, 3001);
   assert.equal(s.ltmSize, 150); // 5 % of the windows
+  const d = resolveLifelongSettings({});
+  assert.deepEqual([d.steps, d.frames, d.evalWindows], [2000, 2010, 40]);
+  // the defaults fit: 40 windows of 10 and 4 videos of 30 frames in 20 % of 2010 frames
+  assert.deepEqual(segmentRange('early', d.frames, d.segment, d.evalWindows, d.maxFrames, '--eval-windows'), [0, 400]);
+  assert.deepEqual(segmentRange('late', d.frames, d.segment, d.evalVideos, d.sampleLength, '--eval-videos'), [1650, 2010]);
   assert.throws(() => resolveLifelongSettings({ steps: 500, frames: 300 }), (e: unknown) => e instanceof OptionError && e.option === '--steps');
   assert.doesNotThrow(() => resolveLifelongSettings({ steps: 500, frames: 300, methods: ['offline'] }));
   assert.throws(() => resolveLifelongSettings({ numChannels: 48 }), (e: unknown) => e instanceof OptionError && e.option === '--num-channels');
@@ -127,4 +136,31 @@ test('the CLI reruns the evaluation on finished runs without retraining them', a
   // same weights, same windows, same noise → the same losses
   const before = first.results.filter((r) => r.method !== 'replay').map((r) => r.loss);
   assert.deepEqual(again.results.map((r) => r.loss), before);
+});
+
+test('an interrupted run is resumed from its last checkpoint and ends with the same weights', async () => {
+  const dir = tmpDir('lifelong-balls-resume');
+  try {
+    const o = { root: dir, small: true, methods: ['no-replay' as const], saveInterval: 3 };
+    const full = await runLifelongBalls(o);
+    const runDir = full.runs[0]!.runDir;
+    const weights = () => {
+      const t = loadSafetensors(path.join(runDir, 'model000006.safetensors')).tensors;
+      return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Buffer.from(v.data)]));
+    };
+    const finalWeights = weights();
+    // Simulate a crash after the step-3 checkpoint: drop the step-6 set and mark the run unfinished.
+    for (const f of fs.readdirSync(runDir)) if (/000006\.(safetensors|json)$/.test(f)) fs.rmSync(path.join(runDir, f));
+    const sigFile = path.join(runDir, 'lifelong-balls.json');
+    fs.writeFileSync(sigFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(sigFile, 'utf8')), finished: false }));
+    const lines: string[] = [];
+    const resumed = await runLifelongBalls({ ...o, log: (l) => lines.push(l) });
+    assert.ok(lines.some((l) => /resuming the interrupted run .* from step 3/.test(l)), lines.join('\n'));
+    assert.equal(resumed.runs[0]!.reused, false);
+    // Same tensors bit for bit (the metadata differs: it records --resume-id).
+    assert.deepEqual(weights(), finalWeights);
+    assert.deepEqual(resumed.results.map((r) => r.loss), full.results.map((r) => r.loss));
+  } finally {
+    rmTmp(dir);
+  }
 });
