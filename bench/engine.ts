@@ -14,11 +14,11 @@
  * best-of ratio compares the fastest step of each (least sensitive to other load on the machine).
  * Prints a table, then one JSON line `{"bench","threads","results":[{case,threads,ms,gflops,pytorch_ms?,ratio_vs_pytorch?,ratio_best?}]}`.
  */
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as E from '../src/engine/index.ts';
 import { AdamW } from '../src/nn/index.ts';
+import { findPython, median, Peer } from './lib/peer.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -101,70 +101,6 @@ function attentionCase(name: string, B: number, L: number, C = 128, heads = 4): 
 
 const CASES: Case[] = [convCase, attentionCase('attn-temporal', 2560, 10), attentionCase('attn-spatial', 20, 256)];
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** A python3 that can import torch (`python3` on PATH first, as the issue says; then /usr/bin/python3). */
-function findPython(): string | null {
-  const candidates = [process.env.PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => !!p);
-  for (const p of candidates) {
-    const r = spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' });
-    if (r.status === 0) return p;
-  }
-  return null;
-}
-
-/** bench/pytorch/engine_peer.py --serve: one JSON request per line, one JSON answer per line. */
-class Peer {
-  readonly #proc: ChildProcessWithoutNullStreams;
-  readonly #lines: string[] = [];
-  readonly #waiting: ((line: string) => void)[] = [];
-  #stderr = '';
-  #closed = false;
-
-  constructor(python: string, threads: number) {
-    this.#proc = spawn(python, [path.join(here, 'pytorch', 'engine_peer.py'), '--serve', '--threads', String(threads)], {
-      env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) },
-    });
-    let buf = '';
-    this.#proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      buf += chunk;
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        const w = this.#waiting.shift();
-        if (w) w(line);
-        else this.#lines.push(line);
-      }
-    });
-    this.#proc.stderr.setEncoding('utf8').on('data', (c: string) => (this.#stderr = (this.#stderr + c).slice(-4000)));
-    this.#proc.on('close', () => {
-      this.#closed = true;
-      for (const w of this.#waiting.splice(0)) w('');
-    });
-  }
-
-  /** The next line printed by the peer (rejects if it exited). */
-  async next(): Promise<any> {
-    const line = this.#lines.shift() ?? (this.#closed ? '' : await new Promise<string>((r) => this.#waiting.push(r)));
-    if (!line) throw new Error(`engine_peer.py stopped: ${this.#stderr.trim().split('\n').slice(-3).join(' | ')}`);
-    return JSON.parse(line);
-  }
-
-  async request(cmd: object): Promise<any> {
-    this.#proc.stdin.write(JSON.stringify(cmd) + '\n');
-    return this.next();
-  }
-
-  close(): void {
-    if (!this.#closed) this.#proc.stdin.end(JSON.stringify({ cmd: 'quit' }) + '\n');
-  }
-}
-
 interface Row {
   case: string;
   threads: number;
@@ -235,7 +171,7 @@ export async function run(args: string[]): Promise<void> {
       E.setNumThreads(threads);
       let peer: Peer | null = null;
       if (python) {
-        peer = new Peer(python, threads);
+        peer = new Peer(python, path.join(here, 'pytorch', 'engine_peer.py'), threads);
         try {
           const hello = await peer.next();
           if (threads === threadsList[0]) console.log(`PyTorch peer: ${python} bench/pytorch/engine_peer.py (torch ${hello.torch}), steps alternating with flexvid's`);

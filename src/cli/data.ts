@@ -25,25 +25,10 @@ import { datasetFromVideo } from '../data/from-video.ts';
 import { STORE_DTYPES, type Split, type StoreDtype } from '../data/layout.ts';
 import { defaultWorkerCount } from '../data/worker-pool.ts';
 import { describeDataset, formatDatasetInfo, previewDataset } from '../data/inspect.ts';
+import { intArg, numArg } from './args.ts';
 
 /** Commander parser for integer flags: reports the flag name on bad input. */
-function intArg(flag: string, min = 0) {
-  return (value: string): number => {
-    const v = Number(value);
-    if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(v) || v < min) {
-      throw new OptionError(flag, min > 0 ? `an integer ≥ ${min}` : 'a non-negative integer', value);
-    }
-    return v;
-  };
-}
 
-function numArg(flag: string) {
-  return (value: string): number => {
-    const v = Number(value);
-    if (value.trim() === '' || !Number.isFinite(v)) throw new OptionError(flag, 'a number', value);
-    return v;
-  };
-}
 
 /** First defined value (kebab-case flag, then its snake_case alias). */
 function pick<T>(...vals: (T | undefined)[]): T | undefined {

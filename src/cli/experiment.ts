@@ -11,22 +11,9 @@ import { OptionError } from '../util/errors.ts';
 import { parseBool } from '../training/options.ts';
 import { parseMethods, runLifelongBalls } from '../experiments/lifelong-balls.ts';
 import { startProgress } from './progress.ts';
+import { intArg, numArg } from './args.ts';
 
-function intArg(flag: string, min = 1) {
-  return (value: string): number => {
-    const v = Number(value);
-    if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(v) || v < min) throw new OptionError(flag, `an integer ≥ ${min}`, value);
-    return v;
-  };
-}
 
-function numArg(flag: string) {
-  return (value: string): number => {
-    const v = Number(value);
-    if (value.trim() === '' || !Number.isFinite(v)) throw new OptionError(flag, 'a number', value);
-    return v;
-  };
-}
 
 interface FlagSpec {
   name: string;
@@ -66,29 +53,29 @@ export function register(program: Command): void {
   const flags: FlagSpec[] = [
     { name: 'root', arg: '<dir>', help: 'folder for everything the experiment writes', default: 'flexvid-experiments/lifelong-balls' },
     { name: 'small', arg: '', help: 'tiny size for CI: 6 steps per method, 200 frames, loss on 2 windows, no sampling' },
-    { name: 'steps', arg: '<n>', help: 'gradient steps per method (default 2000; --small 6)', parse: intArg('--steps') },
-    { name: 'frames', arg: '<n>', help: 'frames per stream (default: steps + K − 1, rounded up to a multiple of 10 that splits into chunks)', parse: intArg('--frames') },
-    { name: 'num-channels', arg: '<n>', help: 'U-Net base width, a multiple of 32 (default 32; paper 64 for Balls (O), ~192 for Balls (C))', parse: intArg('--num-channels') },
-    { name: 'num-res-blocks', arg: '<n>', help: 'ResBlocks per level (default 1)', parse: intArg('--num-res-blocks') },
+    { name: 'steps', arg: '<n>', help: 'gradient steps per method (default 2000; --small 6)', parse: intArg('--steps', 1) },
+    { name: 'frames', arg: '<n>', help: 'frames per stream (default: steps + K − 1, rounded up to a multiple of 10 that splits into chunks)', parse: intArg('--frames', 1) },
+    { name: 'num-channels', arg: '<n>', help: 'U-Net base width, a multiple of 32 (default 32; paper 64 for Balls (O), ~192 for Balls (C))', parse: intArg('--num-channels', 1) },
+    { name: 'num-res-blocks', arg: '<n>', help: 'ResBlocks per level (default 1)', parse: intArg('--num-res-blocks', 1) },
     { name: 'attention-resolutions', arg: '<list>', help: 'feature-map sides with attention (default 16,8)' },
-    { name: 'batch-size', arg: '<n>', help: 'windows per step (default 2)', parse: intArg('--batch-size') },
+    { name: 'batch-size', arg: '<n>', help: 'windows per step (default 2)', parse: intArg('--batch-size', 1) },
     { name: 'max-frames', arg: '<k>', help: 'K: frames per training window (default 10)', parse: intArg('--max-frames', 2) },
-    { name: 'ltm-size', arg: '<n>', help: 'replay buffer capacity in windows (default 5 % of the stream windows)', parse: intArg('--ltm-size') },
+    { name: 'ltm-size', arg: '<n>', help: 'replay buffer capacity in windows (default 5 % of the stream windows)', parse: intArg('--ltm-size', 1) },
     { name: 'lr', arg: '<x>', help: 'learning rate (default 3e-4)', parse: numArg('--lr') },
     { name: 'weight-decay', arg: '<x>', help: 'AdamW weight decay (default 1e-5)', parse: numArg('--weight-decay') },
     { name: 'ema-rate', arg: '<x>', help: 'EMA rate of the evaluated weights (default 0.99)', parse: numArg('--ema-rate') },
     { name: 'seed', arg: '<n>', help: 'seed of initialisation, noise and data sampling (default 0)', parse: intArg('--seed', 0) },
     { name: 'methods', arg: '<list>', help: 'comma-separated subset of offline,replay,no-replay (default all)' },
     { name: 'segment', arg: '<fraction>', help: 'fraction of the test stream in the early and late segments (default 0.2)', parse: numArg('--segment') },
-    { name: 'eval-windows', arg: '<n>', help: 'test windows per segment for the loss (default 40)', parse: intArg('--eval-windows') },
-    { name: 'trials', arg: '<n>', help: 'noise levels per window for the loss (default 10)', parse: intArg('--trials') },
-    { name: 'eval-videos', arg: '<n>', help: 'sampled videos per method and segment (default 4)', parse: intArg('--eval-videos') },
-    { name: 'sample-length', arg: '<n>', help: 'frames of each sampled video (default 30)', parse: intArg('--sample-length') },
-    { name: 'n-obs', arg: '<n>', help: 'observed frames of each sampled video (default K/2)', parse: intArg('--n-obs') },
+    { name: 'eval-windows', arg: '<n>', help: 'test windows per segment for the loss (default 40)', parse: intArg('--eval-windows', 1) },
+    { name: 'trials', arg: '<n>', help: 'noise levels per window for the loss (default 10)', parse: intArg('--trials', 1) },
+    { name: 'eval-videos', arg: '<n>', help: 'sampled videos per method and segment (default 4)', parse: intArg('--eval-videos', 1) },
+    { name: 'sample-length', arg: '<n>', help: 'frames of each sampled video (default 30)', parse: intArg('--sample-length', 1) },
+    { name: 'n-obs', arg: '<n>', help: 'observed frames of each sampled video (default K/2)', parse: intArg('--n-obs', 1) },
     { name: 'sampler', arg: '<str>', help: 'sampler of the evaluation videos (default heun-80-inf-0-1-1000-0.002-7-20)' },
     { name: 'skip-sampling', arg: '[bool]', help: 'loss only (no sampled videos, minADE or colour metrics)', parse: (v: string) => parseBool('--skip-sampling', v) },
     { name: 'device', arg: '<dev>', help: 'cpu, cuda, cuda:N or auto (default auto)' },
-    { name: 'save-interval', arg: '<n>', help: 'steps between checkpoints; rerunning the same command resumes an interrupted run (default min(steps, 20000))', parse: intArg('--save-interval') },
+    { name: 'save-interval', arg: '<n>', help: 'steps between checkpoints; rerunning the same command resumes an interrupted run (default min(steps, 20000))', parse: intArg('--save-interval', 1) },
     { name: 'quiet', arg: '', help: 'no progress output' },
   ];
   for (const f of flags) addFlag(lb, f);

@@ -24,16 +24,8 @@ import { convertI3DWeights, I3D, I3D_DEFAULT_PATHS, I3D_VARIANTS, loadI3D, resol
 import { DEFAULT_DECODE_CACHE_DIR, loadVae, VAE_ENV } from '../vae/index.ts';
 import type { DType } from '../engine/index.ts';
 import { startProgress, type Progress } from './progress.ts';
+import { intArg } from './args.ts';
 
-function intArg(flag: string, min = 0) {
-  return (value: string): number => {
-    const v = Number(value);
-    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(v) || v < min) {
-      throw new OptionError(flag, min > 0 ? `an integer ≥ ${min}` : 'a non-negative integer', value);
-    }
-    return v;
-  };
-}
 
 function alias(flags: string, parse?: (v: string) => unknown): Option {
   const o = new Option(flags).hideHelp();

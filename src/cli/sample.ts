@@ -26,6 +26,7 @@ import { SCHEME_NAMES } from '../sampling/schemes.ts';
 import { DEFAULT_SAMPLER } from '../diffusion/sampler-args.ts';
 import type { EvalConfig } from '../data/datasets.ts';
 import { VAE_ENV } from '../vae/index.ts';
+import { intArg, numArg } from './args.ts';
 
 /** `--vae-dtype` choices. */
 export const VAE_DTYPES = ['auto', 'float32', 'bfloat16', 'float16'] as const;
@@ -35,21 +36,7 @@ function camel(kebab: string): string {
 }
 
 /** Integer flag parser reporting the flag name. */
-export function intArg(flag: string, min = 0) {
-  return (value: string): number => {
-    const v = Number(value);
-    if (!/^\s*-?\d+\s*$/.test(value) || !Number.isSafeInteger(v) || v < min) throw new OptionError(flag, `an integer ≥ ${min}`, value);
-    return v;
-  };
-}
 
-function numArg(flag: string) {
-  return (value: string): number => {
-    const v = Number(value);
-    if (value.trim() === '' || !Number.isFinite(v)) throw new OptionError(flag, 'a number', value);
-    return v;
-  };
-}
 
 function boolArg(flag: string) {
   return (value: string): boolean => parseBool(flag, value);

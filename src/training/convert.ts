@@ -6,10 +6,9 @@
 import * as path from 'node:path';
 import { readReferenceCheckpoint } from '../io/reference-checkpoint.ts';
 import { saveSafetensors } from '../io/safetensors.ts';
-import { resolveUNetConfig } from '../model/config.ts';
 import type { DiffusionConfig } from '../diffusion/gaussian-diffusion.ts';
 import { resolveDataset } from '../data/registry.ts';
-import { TRAIN_FLAGS, resolveTrainOptions, snake } from './options.ts';
+import { TRAIN_FLAGS, diffusionConfigFromOptions, resolveTrainOptions, snake, unetConfigFromOptions } from './options.ts';
 import { CHECKPOINT_METADATA_KEY, type CheckpointMeta, type ModelCheckpointConfig } from './checkpoint.ts';
 import { FileFormatError } from '../util/errors.ts';
 
@@ -39,31 +38,8 @@ export function configFromReference(ref: Record<string, unknown>, file = '<check
   } catch {
     // unknown dataset: keep the stored image_size / in_channels
   }
-  const model = resolveUNetConfig({
-    imageSize,
-    inChannels: channels,
-    modelChannels: o.numChannels,
-    numResBlocks: o.numResBlocks,
-    attentionResolutions: o.attentionResolutions,
-    numHeads: o.numHeads,
-    numHeadsUpsample: o.numHeadsUpsample,
-    dropout: o.dropout,
-    learnSigma: o.learnSigma,
-    useScaleShiftNorm: o.useScaleShiftNorm,
-    useRpeNet: true,
-  });
-  const diffusion: DiffusionConfig = {
-    diffusionSteps: o.diffusionSteps,
-    noiseSchedule: o.noiseSchedule,
-    timestepRespacing: o.timestepRespacing,
-    predictXstart: o.predictXstart,
-    sigmaSmall: o.sigmaSmall,
-    learnSigma: o.learnSigma,
-    useKl: o.useKl,
-    rescaleTimesteps: o.rescaleTimesteps,
-    rescaleLearnedSigmas: o.rescaleLearnedSigmas,
-    useEdmScaling: o.useEdmScaling,
-  };
+  const model = unetConfigFromOptions(o, imageSize, channels);
+  const diffusion: DiffusionConfig = diffusionConfigFromOptions(o);
   return {
     config: { model, diffusion, dataset: o.dataset, T, maxFrames: o.maxFrames, diffusionSpace: o.diffusionSpace, train: { ...o, T } },
     ignored,

@@ -24,7 +24,7 @@ import {
 } from '../engine/index.ts';
 import { AdamW, EMA, gradNorm, clipGradNorm, loadModule, loadOptimizer, loadTensors, rateKey, saveOptimizer, setInitSeed } from '../nn/index.ts';
 import { UNetVideoModel } from '../model/unet.ts';
-import { resolveUNetConfig, type UNetConfig } from '../model/config.ts';
+import type { UNetConfig } from '../model/config.ts';
 import { GaussianDiffusion, type DiffusionConfig } from '../diffusion/gaussian-diffusion.ts';
 import { createScheduleSampler, LossSecondMomentSampler, type ScheduleSampler } from '../diffusion/schedule-sampler.ts';
 import { parseSampler } from '../diffusion/sampler-args.ts';
@@ -43,7 +43,7 @@ import { writeGif } from '../media/gif.ts';
 import { WindowLoader, type LoadedWindows } from './loader.ts';
 import { TensorBoardWriter } from '../io/tensorboard.ts';
 import { checkpointFiles, completeCheckpointSteps, readCheckpointMeta, saveWeights, type CheckpointMeta, type ModelCheckpointConfig } from './checkpoint.ts';
-import { parseEmaRates, validateTrainOptions, type TrainOptions } from './options.ts';
+import { diffusionConfigFromOptions, parseEmaRates, unetConfigFromOptions, validateTrainOptions, type TrainOptions } from './options.ts';
 import { allGatherObjects, anyRank, averageGradients, barrier, broadcastObject, broadcastParameters } from '../engine/distributed.ts';
 import { checkResumeWorldSize, joinRunGroup, leaveRunGroup, mergeMetricAccumulators, rankSeedOffset } from './distributed-run.ts';
 
@@ -109,31 +109,8 @@ export function resolveRunSettings(o: TrainOptions): { info: DatasetInfo; T: num
   }
   const T = o.T === -1 ? info.T : o.T;
   if (!(T >= 1)) throw new OptionError('--T', 'a positive window length or -1', o.T);
-  const model = resolveUNetConfig({
-    imageSize: info.imageSize,
-    inChannels: o.diffusionSpace === 'latent' ? 4 : info.channels,
-    modelChannels: o.numChannels,
-    numResBlocks: o.numResBlocks,
-    attentionResolutions: o.attentionResolutions,
-    numHeads: o.numHeads,
-    numHeadsUpsample: o.numHeadsUpsample,
-    dropout: o.dropout,
-    learnSigma: o.learnSigma,
-    useScaleShiftNorm: o.useScaleShiftNorm,
-    useRpeNet: o.useRpeNet,
-  });
-  const diffusion: DiffusionConfig = {
-    diffusionSteps: o.diffusionSteps,
-    noiseSchedule: o.noiseSchedule,
-    timestepRespacing: o.timestepRespacing,
-    predictXstart: o.predictXstart,
-    sigmaSmall: o.sigmaSmall,
-    learnSigma: o.learnSigma,
-    useKl: o.useKl,
-    rescaleTimesteps: o.rescaleTimesteps,
-    rescaleLearnedSigmas: o.rescaleLearnedSigmas,
-    useEdmScaling: o.useEdmScaling,
-  };
+  const model = unetConfigFromOptions(o, info.imageSize, o.diffusionSpace === 'latent' ? 4 : info.channels);
+  const diffusion: DiffusionConfig = diffusionConfigFromOptions(o);
   new GaussianDiffusion(diffusion); // validates the combination (e.g. EDM scaling + respacing)
   parseSampler(o.sampleSampler);
   if ((o.maskingMode === 'autoregressive' || o.maskingMode === 'none') && o.padWithRandomFrames && T > o.maxFrames) {

@@ -4,6 +4,8 @@
  * snake_case aliases), `--config run.json` files and validation.
  */
 import { OptionError } from '../util/errors.ts';
+import { resolveUNetConfig, type UNetConfig } from '../model/config.ts';
+import type { DiffusionConfig } from '../diffusion/gaussian-diffusion.ts';
 
 export type FlagType = 'int' | 'float' | 'string' | 'bool';
 
@@ -274,4 +276,37 @@ export function validateTrainOptions(o: TrainOptions, ctx: { streaming: boolean 
   }
   if (o.resumeId && o.runId && o.resumeId !== o.runId) throw new OptionError('--run-id', `empty or equal to --resume-id (${o.resumeId})`, o.runId);
   if (o.resumeId && o.resumeCheckpoint) throw new OptionError('--resume-checkpoint', 'empty when --resume-id is given', o.resumeCheckpoint);
+}
+
+/** The U-Net configuration the options describe, for frames of `imageSize`² with `inChannels`. */
+export function unetConfigFromOptions(o: TrainOptions, imageSize: number, inChannels: number): UNetConfig {
+  return resolveUNetConfig({
+    imageSize,
+    inChannels,
+    modelChannels: o.numChannels,
+    numResBlocks: o.numResBlocks,
+    attentionResolutions: o.attentionResolutions,
+    numHeads: o.numHeads,
+    numHeadsUpsample: o.numHeadsUpsample,
+    dropout: o.dropout,
+    learnSigma: o.learnSigma,
+    useScaleShiftNorm: o.useScaleShiftNorm,
+    useRpeNet: o.useRpeNet,
+  });
+}
+
+/** The diffusion configuration the options describe (§5, §6.1). */
+export function diffusionConfigFromOptions(o: TrainOptions): DiffusionConfig {
+  return {
+    diffusionSteps: o.diffusionSteps,
+    noiseSchedule: o.noiseSchedule,
+    timestepRespacing: o.timestepRespacing,
+    predictXstart: o.predictXstart,
+    sigmaSmall: o.sigmaSmall,
+    learnSigma: o.learnSigma,
+    useKl: o.useKl,
+    rescaleTimesteps: o.rescaleTimesteps,
+    rescaleLearnedSigmas: o.rescaleLearnedSigmas,
+    useEdmScaling: o.useEdmScaling,
+  };
 }
