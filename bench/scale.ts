@@ -3,7 +3,9 @@
  * on one machine, each process with one intra-op thread, over c10d (Gloo on CPU; NCCL with
  * `--device cuda` on a CUDA build). The step is the Balls training step of bench/model.ts
  * (32², ch 64, 1 res-block, T = 10) on a global batch of 4 split between the processes, plus the
- * bucketed gradient all-reduce. When PyTorch is importable the same step runs under
+ * bucketed gradient all-reduce (reported apart: `allreduce` = the collectives after a barrier,
+ * `skew` = waiting at that barrier for the slower rank; PyTorch's DDP overlaps its all-reduce
+ * with the backward pass, ours runs after it). When PyTorch is importable the same step runs under
  * DistributedDataParallel (bench/pytorch/scale_peer.py) right after ours, with the same number of
  * processes, so both see the same machine load.
  *
@@ -30,6 +32,7 @@ interface Row {
   ms: number;
   steps_per_s: number;
   allreduce_ms?: number;
+  skew_ms?: number;
   speedup_vs_1proc?: number;
   pytorch_ms?: number;
   ratio_vs_pytorch?: number;
@@ -82,7 +85,10 @@ export async function run(args: string[]): Promise<void> {
     params = Number(ours.params);
     const ms = median(ours.ms as number[]);
     const row: Row = { case: `${config}-${device}-${n}proc`, ms: Math.round(ms), steps_per_s: Number((1000 / ms).toFixed(3)) };
-    if (n > 1) row.allreduce_ms = Number(median(ours.allreduceMs as number[]).toFixed(1));
+    if (n > 1) {
+      row.allreduce_ms = Number(median(ours.allreduceMs as number[]).toFixed(1));
+      row.skew_ms = Number(median(ours.skewMs as number[]).toFixed(1));
+    }
     if (python) {
       const theirs = await runRanks(n, python, [path.join(here, 'pytorch', 'scale_peer.py'), '--config', config, '--batch', String(batch), '--steps', String(steps), '--device', device, '--threads', '1', '--out', '$OUT'], {});
       if (theirs) {
@@ -100,10 +106,10 @@ export async function run(args: string[]): Promise<void> {
     `scale benchmark — ${config} config (${(params / 1e6).toFixed(2)}M parameters), global batch ${batch}, 1 thread per process, ${device}, ` +
       `libtorch ${torchVersion()}${torchV ? `, PyTorch DDP peer ${torchV}` : ', no PyTorch peer'}; ${os.availableParallelism()} cores, load ${os.loadavg()[0]!.toFixed(1)}`,
   );
-  console.log(`${'case'.padEnd(20)} ${'ms/step'.padStart(8)} ${'steps/s'.padStart(8)} ${'allreduce'.padStart(9)} ${'speedup'.padStart(8)} ${'PyTorch'.padStart(8)} ${'ratio'.padStart(6)}`);
+  console.log(`${'case'.padEnd(20)} ${'ms/step'.padStart(8)} ${'steps/s'.padStart(8)} ${'allreduce'.padStart(9)} ${'skew'.padStart(7)} ${'speedup'.padStart(8)} ${'PyTorch'.padStart(8)} ${'ratio'.padStart(6)}`);
   for (const r of rows) {
     console.log(
-      `${r.case.padEnd(20)} ${String(r.ms).padStart(8)} ${String(r.steps_per_s).padStart(8)} ${String(r.allreduce_ms ?? '-').padStart(9)} ${String(r.speedup_vs_1proc ?? '-').padStart(8)} ${String(r.pytorch_ms ?? '-').padStart(8)} ${String(r.ratio_vs_pytorch ?? '-').padStart(6)}`,
+      `${r.case.padEnd(20)} ${String(r.ms).padStart(8)} ${String(r.steps_per_s).padStart(8)} ${String(r.allreduce_ms ?? '-').padStart(9)} ${String(r.skew_ms ?? '-').padStart(7)} ${String(r.speedup_vs_1proc ?? '-').padStart(8)} ${String(r.pytorch_ms ?? '-').padStart(8)} ${String(r.ratio_vs_pytorch ?? '-').padStart(6)}`,
     );
   }
   console.log(JSON.stringify({ bench: 'scale', threads: 1, results: rows }));

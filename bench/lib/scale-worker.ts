@@ -36,13 +36,17 @@ const lat = E.keep(obs.rsub(1));
 const fi = E.keep(E.arange(0, cfg.T, 1, { dtype: 'float32', device }).unsqueeze(0).expand([B, cfg.T]).contiguous());
 const modelFn = (x: E.Tensor, ts: E.Tensor) => model.forward({ x, x0, timesteps: ts, frameIndices: fi, obsMask: obs, latentMask: lat });
 let reduceMs = 0;
+let waitMs = 0;
 const step = () =>
   E.tidy(() => {
     const t = Array.from({ length: B }, (_, b) => (137 * b + 11) % 1000);
     const noise = E.randn(x0.shape, g, { device });
     const l = diffusion.trainingLosses(modelFn, x0, t, { noise, latentMask: lat, evalMask: lat });
     l.loss.mean().backward();
+    const w0 = performance.now();
+    barrier(); // separates waiting for the slower rank from the all-reduce itself
     const r0 = performance.now();
+    waitMs = r0 - w0;
     averageGradients(model);
     reduceMs = performance.now() - r0;
     opt.step();
@@ -52,14 +56,16 @@ const step = () =>
 step(); // warm-up
 const ms: number[] = [];
 const allreduceMs: number[] = [];
+const skewMs: number[] = [];
 for (let s = 0; s < steps; s++) {
   barrier();
   const t0 = performance.now();
   step();
   ms.push(performance.now() - t0);
   allreduceMs.push(reduceMs);
+  skewMs.push(waitMs);
 }
-if (rank() === 0 && process.env.SCALE_OUT) fs.writeFileSync(process.env.SCALE_OUT, JSON.stringify({ ms, allreduceMs, params: model.numParameters() }));
+if (rank() === 0 && process.env.SCALE_OUT) fs.writeFileSync(process.env.SCALE_OUT, JSON.stringify({ ms, allreduceMs, skewMs, params: model.numParameters() }));
 for (const t of [x0, obs, lat, fi]) t.dispose();
 opt.dispose();
 model.dispose();

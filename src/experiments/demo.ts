@@ -73,9 +73,9 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       batchSize: 2,
       nSampleStm: 1,
       ltmSize: 500,
-      lr: 3e-4,
+      lr: 1e-3,
       weightDecay: 1e-5,
-      emaRate: '0.99',
+      emaRate: '0.98',
       logInterval: small ? 1 : 20,
       saveInterval: 100000,
       sampleInterval: small ? 100000 : 200,
@@ -93,7 +93,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     onMessage: (m) => log(`      ${m}`),
   });
   bar?.stop();
-  const ckpt = path.join(result.runDir, checkpointFiles.ema('0.99', result.step));
+  const ckpt = path.join(result.runDir, checkpointFiles.ema('0.98', result.step));
 
   // 3. Long videos from the test stream with two schemes.
   const T = small ? 15 : 25; // evenly spaced test windows: T must divide frames / nVideos
