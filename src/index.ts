@@ -29,6 +29,7 @@ export { resolveTrainOptions, TRAIN_FLAGS, type TrainOptions } from './training/
 export { loadModelCheckpoint, type LoadedModel } from './training/checkpoint.ts';
 export { convertReferenceCheckpoint } from './training/convert.ts';
 export { ReplaySampler } from './lifelong/replay-sampler.ts';
+export * as distributed from './engine/distributed.ts';
 
 // sampling and evaluation
 export { sampleVideo, type SampleVideoOptions } from './sampling/pipeline.ts';
