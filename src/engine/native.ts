@@ -4,6 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -60,12 +61,26 @@ export interface NativeBinding {
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+/** Cores not busy with other work at start-up (1-minute load average), at least 1. */
+export function idleCores(): number {
+  const cores = os.availableParallelism();
+  const busy = Math.floor(os.loadavg()[0] ?? 0);
+  return Math.max(1, Math.min(cores, cores - busy));
+}
+
 function load(): NativeBinding {
   // libgomp reads OMP_WAIT_POLICY when the addon (and libtorch with it) is loaded. Spinning idle
   // OpenMP threads (the default) steal the core from the thread doing the work whenever the
   // machine has anything else to do: a single-threaded GEMM measured 6x slower that way. Sleeping
   // idle threads cost a few microseconds per parallel region instead. OMP_WAIT_POLICY=ACTIVE restores spinning.
   process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+  // The thread count must be chosen *before* libtorch loads: changing it later with
+  // at::set_num_threads makes every single-threaded OpenBLAS GEMM fault its buffers in again
+  // (measured 31 ms instead of 6 ms for a 5120×128·128×384 product). FLEXVID_THREADS wins, then
+  // OMP_NUM_THREADS, else the cores idle at start-up.
+  const wanted = Number(process.env.FLEXVID_THREADS);
+  if (Number.isInteger(wanted) && wanted > 0) process.env.OMP_NUM_THREADS = String(wanted);
+  else process.env.OMP_NUM_THREADS ??= String(idleCores());
   const candidates = [
     process.env.FLEXVID_NATIVE,
     path.join(root, 'native', 'build', 'Release', 'flexvid.node'),

@@ -482,7 +482,9 @@ export function autogradGrad(outputs: Tensor[], inputs: Tensor[], opts: { gradOu
 
 export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new TorchError(`setNumThreads: expected a positive integer, got ${n}`);
-  native.setNumThreads(n);
+  // Changing the count re-sizes OpenBLAS's thread buffers and slows its GEMMs (see native.ts):
+  // only call into libtorch when the count really changes; prefer FLEXVID_THREADS at start-up.
+  if (n !== native.getNumThreads()) native.setNumThreads(n);
 }
 
 export function getNumThreads(): number {
