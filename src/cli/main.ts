@@ -3,6 +3,7 @@
  * The `flexvid` command. Each area registers its subcommands from its own module;
  * this file only wires them together and turns errors into a message and a non-zero exit.
  */
+import './env.ts';
 import { Command, CommanderError } from 'commander';
 import { FlexvidError } from '../util/errors.ts';
 import { register as registerData } from './data.ts';
