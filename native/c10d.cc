@@ -12,6 +12,8 @@
 // distributedAvailable() is false, with the reason in distributedInfo().
 #include <napi.h>
 
+#include "guard.h"
+
 #include <ATen/ATen.h>
 #include <torch/csrc/api/include/torch/version.h>
 
@@ -316,31 +318,19 @@ Napi::Value DistributedInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
-template <Napi::Value (*F)(const Napi::CallbackInfo&)>
-Napi::Value Guarded(const Napi::CallbackInfo& info) {
-  try {
-    return F(info);
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw Napi::Error::New(info.Env(), e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), e.what());
-  }
-}
 
 }  // namespace
 
 void RegisterDistributed(Napi::Env env, Napi::Object exports) {
-  exports.Set("distributedAvailable", Napi::Function::New(env, Guarded<DistributedAvailable>));
-  exports.Set("distributedInfo", Napi::Function::New(env, Guarded<DistributedInfo>));
+  exports.Set("distributedAvailable", Napi::Function::New(env, flexvid::Guarded<DistributedAvailable>));
+  exports.Set("distributedInfo", Napi::Function::New(env, flexvid::Guarded<DistributedInfo>));
 #if FLEXVID_HAVE_GLOO
-  exports.Set("initProcessGroup", Napi::Function::New(env, Guarded<InitProcessGroup>));
-  exports.Set("destroyProcessGroup", Napi::Function::New(env, Guarded<DestroyProcessGroup>));
-  exports.Set("allReduce", Napi::Function::New(env, Guarded<AllReduce>));
-  exports.Set("broadcast", Napi::Function::New(env, Guarded<Broadcast>));
-  exports.Set("barrier", Napi::Function::New(env, Guarded<Barrier>));
-  exports.Set("storeSet", Napi::Function::New(env, Guarded<StoreSet>));
-  exports.Set("storeGet", Napi::Function::New(env, Guarded<StoreGet>));
+  exports.Set("initProcessGroup", Napi::Function::New(env, flexvid::Guarded<InitProcessGroup>));
+  exports.Set("destroyProcessGroup", Napi::Function::New(env, flexvid::Guarded<DestroyProcessGroup>));
+  exports.Set("allReduce", Napi::Function::New(env, flexvid::Guarded<AllReduce>));
+  exports.Set("broadcast", Napi::Function::New(env, flexvid::Guarded<Broadcast>));
+  exports.Set("barrier", Napi::Function::New(env, flexvid::Guarded<Barrier>));
+  exports.Set("storeSet", Napi::Function::New(env, flexvid::Guarded<StoreSet>));
+  exports.Set("storeGet", Napi::Function::New(env, flexvid::Guarded<StoreGet>));
 #endif
 }

@@ -12,6 +12,8 @@
 
 #include <napi.h>
 
+#include "guard.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
@@ -697,20 +699,6 @@ Napi::Value HasOp(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), c10::Dispatcher::singleton().findSchema({name, overload}).has_value());
 }
 
-// Every exported function runs inside this guard: a libtorch (c10::Error) or standard C++
-// exception becomes a JS exception instead of terminating the process.
-template <Napi::Value (*F)(const Napi::CallbackInfo&)>
-Napi::Value Guarded(const Napi::CallbackInfo& info) {
-  try {
-    return F(info);
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw Napi::Error::New(info.Env(), e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), e.what());
-  }
-}
 
 }  // namespace
 
@@ -733,40 +721,40 @@ static void TuneAllocator() {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   TuneAllocator();
-  exports.Set("resolveOp", Napi::Function::New(env, Guarded<ResolveOp>));
-  exports.Set("opSchema", Napi::Function::New(env, Guarded<OpSchema>));
-  exports.Set("callOp", Napi::Function::New(env, Guarded<CallOp>));
-  exports.Set("hasOp", Napi::Function::New(env, Guarded<HasOp>));
-  exports.Set("fromBytes", Napi::Function::New(env, Guarded<FromBytes>));
-  exports.Set("toBytes", Napi::Function::New(env, Guarded<ToBytes>));
-  exports.Set("copyInto", Napi::Function::New(env, Guarded<CopyInto>));
-  exports.Set("meta", Napi::Function::New(env, Guarded<Meta>));
-  exports.Set("strides", Napi::Function::New(env, Guarded<Strides>));
-  exports.Set("isContiguousIn", Napi::Function::New(env, Guarded<IsContiguousIn>));
-  exports.Set("free", Napi::Function::New(env, Guarded<Free>));
-  exports.Set("isFreed", Napi::Function::New(env, Guarded<IsFreed>));
-  exports.Set("sameTensor", Napi::Function::New(env, Guarded<SameTensor>));
-  exports.Set("liveCount", Napi::Function::New(env, Guarded<LiveCount>));
-  exports.Set("liveBytes", Napi::Function::New(env, Guarded<LiveBytes>));
-  exports.Set("setRequiresGrad", Napi::Function::New(env, Guarded<SetRequiresGrad>));
-  exports.Set("grad", Napi::Function::New(env, Guarded<Grad>));
-  exports.Set("setGrad", Napi::Function::New(env, Guarded<SetGrad>));
-  exports.Set("backward", Napi::Function::New(env, Guarded<Backward>));
-  exports.Set("autogradGrad", Napi::Function::New(env, Guarded<AutogradGrad>));
-  exports.Set("isGradEnabled", Napi::Function::New(env, Guarded<IsGradEnabled>));
-  exports.Set("setGradEnabled", Napi::Function::New(env, Guarded<SetGradEnabled>));
-  exports.Set("pushInferenceMode", Napi::Function::New(env, Guarded<PushInferenceMode>));
-  exports.Set("popInferenceMode", Napi::Function::New(env, Guarded<PopInferenceMode>));
-  exports.Set("isInferenceTensor", Napi::Function::New(env, Guarded<IsInferenceTensor>));
-  exports.Set("newGenerator", Napi::Function::New(env, Guarded<NewGenerator>));
-  exports.Set("generatorGetState", Napi::Function::New(env, Guarded<GeneratorGetState>));
-  exports.Set("generatorSetState", Napi::Function::New(env, Guarded<GeneratorSetState>));
-  exports.Set("manualSeed", Napi::Function::New(env, Guarded<ManualSeed>));
-  exports.Set("setNumThreads", Napi::Function::New(env, Guarded<SetNumThreads>));
-  exports.Set("getNumThreads", Napi::Function::New(env, Guarded<GetNumThreads>));
-  exports.Set("cudaAvailable", Napi::Function::New(env, Guarded<CudaAvailable>));
-  exports.Set("cudaDeviceCount", Napi::Function::New(env, Guarded<CudaDeviceCount>));
-  exports.Set("version", Napi::Function::New(env, Guarded<Version>));
+  exports.Set("resolveOp", Napi::Function::New(env, flexvid::Guarded<ResolveOp>));
+  exports.Set("opSchema", Napi::Function::New(env, flexvid::Guarded<OpSchema>));
+  exports.Set("callOp", Napi::Function::New(env, flexvid::Guarded<CallOp>));
+  exports.Set("hasOp", Napi::Function::New(env, flexvid::Guarded<HasOp>));
+  exports.Set("fromBytes", Napi::Function::New(env, flexvid::Guarded<FromBytes>));
+  exports.Set("toBytes", Napi::Function::New(env, flexvid::Guarded<ToBytes>));
+  exports.Set("copyInto", Napi::Function::New(env, flexvid::Guarded<CopyInto>));
+  exports.Set("meta", Napi::Function::New(env, flexvid::Guarded<Meta>));
+  exports.Set("strides", Napi::Function::New(env, flexvid::Guarded<Strides>));
+  exports.Set("isContiguousIn", Napi::Function::New(env, flexvid::Guarded<IsContiguousIn>));
+  exports.Set("free", Napi::Function::New(env, flexvid::Guarded<Free>));
+  exports.Set("isFreed", Napi::Function::New(env, flexvid::Guarded<IsFreed>));
+  exports.Set("sameTensor", Napi::Function::New(env, flexvid::Guarded<SameTensor>));
+  exports.Set("liveCount", Napi::Function::New(env, flexvid::Guarded<LiveCount>));
+  exports.Set("liveBytes", Napi::Function::New(env, flexvid::Guarded<LiveBytes>));
+  exports.Set("setRequiresGrad", Napi::Function::New(env, flexvid::Guarded<SetRequiresGrad>));
+  exports.Set("grad", Napi::Function::New(env, flexvid::Guarded<Grad>));
+  exports.Set("setGrad", Napi::Function::New(env, flexvid::Guarded<SetGrad>));
+  exports.Set("backward", Napi::Function::New(env, flexvid::Guarded<Backward>));
+  exports.Set("autogradGrad", Napi::Function::New(env, flexvid::Guarded<AutogradGrad>));
+  exports.Set("isGradEnabled", Napi::Function::New(env, flexvid::Guarded<IsGradEnabled>));
+  exports.Set("setGradEnabled", Napi::Function::New(env, flexvid::Guarded<SetGradEnabled>));
+  exports.Set("pushInferenceMode", Napi::Function::New(env, flexvid::Guarded<PushInferenceMode>));
+  exports.Set("popInferenceMode", Napi::Function::New(env, flexvid::Guarded<PopInferenceMode>));
+  exports.Set("isInferenceTensor", Napi::Function::New(env, flexvid::Guarded<IsInferenceTensor>));
+  exports.Set("newGenerator", Napi::Function::New(env, flexvid::Guarded<NewGenerator>));
+  exports.Set("generatorGetState", Napi::Function::New(env, flexvid::Guarded<GeneratorGetState>));
+  exports.Set("generatorSetState", Napi::Function::New(env, flexvid::Guarded<GeneratorSetState>));
+  exports.Set("manualSeed", Napi::Function::New(env, flexvid::Guarded<ManualSeed>));
+  exports.Set("setNumThreads", Napi::Function::New(env, flexvid::Guarded<SetNumThreads>));
+  exports.Set("getNumThreads", Napi::Function::New(env, flexvid::Guarded<GetNumThreads>));
+  exports.Set("cudaAvailable", Napi::Function::New(env, flexvid::Guarded<CudaAvailable>));
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, flexvid::Guarded<CudaDeviceCount>));
+  exports.Set("version", Napi::Function::New(env, flexvid::Guarded<Version>));
   RegisterDistributed(env, exports);
   return exports;
 }
