@@ -6,39 +6,14 @@
  *
  * Flags are kebab-case; snake_case spellings are accepted as hidden aliases.
  */
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { OptionError } from '../util/errors.ts';
 import { parseBool } from '../training/options.ts';
 import { parseMethods, runLifelongBalls } from '../experiments/lifelong-balls.ts';
 import { startProgress } from './progress.ts';
-import { intArg, numArg } from './args.ts';
+import { addFlag, intArg, numArg, type FlagSpec } from './args.ts';
 
 
-
-interface FlagSpec {
-  name: string;
-  arg: string;
-  help: string;
-  parse?: (v: string) => unknown;
-  default?: unknown;
-}
-
-/** `--<name>` plus a hidden `--<snake_name>` alias writing the same attribute. */
-function addFlag(cmd: Command, f: FlagSpec): void {
-  const spec = f.arg ? ` ${f.arg}` : '';
-  const o = new Option(`--${f.name}${spec}`, f.help);
-  if (f.parse) o.argParser(f.parse as (v: string, prev: unknown) => unknown);
-  if (f.default !== undefined) o.default(f.default);
-  cmd.addOption(o);
-  const snake = f.name.replace(/-/g, '_');
-  if (snake !== f.name) {
-    const a = new Option(`--${snake}${spec}`).hideHelp();
-    if (f.parse) a.argParser(f.parse as (v: string, prev: unknown) => unknown);
-    const attr = o.attributeName();
-    a.attributeName = () => attr;
-    cmd.addOption(a);
-  }
-}
 
 export function register(program: Command): void {
   const experiment = program.command('experiment').description('reproduction experiments (data → training → evaluation → report); see docs/experiments.md');

@@ -26,7 +26,7 @@ import { SCHEME_NAMES } from '../sampling/schemes.ts';
 import { DEFAULT_SAMPLER } from '../diffusion/sampler-args.ts';
 import type { EvalConfig } from '../data/datasets.ts';
 import { VAE_ENV } from '../vae/index.ts';
-import { intArg, numArg } from './args.ts';
+import { addFlag, intArg, numArg, type FlagSpec } from './args.ts';
 
 /** `--vae-dtype` choices. */
 export const VAE_DTYPES = ['auto', 'float32', 'bfloat16', 'float16'] as const;
@@ -46,37 +46,6 @@ function boolArg(flag: string) {
 function optionalIntArg(flag: string) {
   const int = intArg(flag, 0);
   return (value: string): number | null => (/^(none|null)$/i.test(value.trim()) ? null : int(value));
-}
-
-interface FlagSpec {
-  /** Kebab-case name without dashes, e.g. `start-index`, or `T`. */
-  name: string;
-  /** `<n>`, `[bool]`, `<ids...>` or '' for a switch. */
-  arg: string;
-  help: string;
-  parse?: (v: string) => unknown;
-  default?: unknown;
-  defaultDescription?: string;
-  choices?: readonly string[];
-}
-
-/** Add `--<name>` and a hidden `--<snake_name>` alias storing into the same attribute. */
-function addFlag(cmd: Command, f: FlagSpec): void {
-  const spec = f.arg ? ` ${f.arg}` : '';
-  const o = new Option(`--${f.name}${spec}`, f.help);
-  if (f.parse) o.argParser(f.parse as (v: string, prev: unknown) => unknown);
-  if (f.choices) o.choices(f.choices as string[]);
-  if (f.default !== undefined) o.default(f.default, f.defaultDescription);
-  cmd.addOption(o);
-  const snake = f.name.replace(/-/g, '_');
-  if (snake !== f.name) {
-    const a = new Option(`--${snake}${spec}`).hideHelp();
-    if (f.parse) a.argParser(f.parse as (v: string, prev: unknown) => unknown);
-    if (f.choices) a.choices(f.choices as string[]);
-    const attr = o.attributeName();
-    a.attributeName = () => attr;
-    cmd.addOption(a);
-  }
 }
 
 function required<T>(flag: string, v: T | undefined, what = 'a value'): T {
