@@ -139,21 +139,35 @@ class AttentionLayer extends Module {
   }
 
   /**
-   * Temporal attention written as einsums (the formulation of the spec-derived PyTorch peer);
-   * kept for comparison with the batched-GEMM layout below.
+   * Shared front of both temporal forms: `[B·T, C, H, W]` → rows (b, p) of sequences over t,
+   * GroupNorm'd (`xt` `[B·P, T, C]`, the residual of §4.3 step 7) and projected (`qkv` `[B·P, T, 3C]`).
+   */
+  #temporalInput(h: Tensor, B: number, T: number): { xt: Tensor; qkv: Tensor; C: number; H: number; W: number; P: number; nh: number; d: number } {
+    const [, C, H, W] = h.shape as [number, number, number, number];
+    const P = H * W;
+    const x = h.view([B, T, C, P]).permute([0, 3, 2, 1]).reshape([B * P, C, T]);
+    const xn = groupNorm(x, 32, this.norm.param('weight'), this.norm.param('bias'), 1e-5);
+    const xt = xn.transpose(1, 2);
+    const qkv = linear(xt, this.qkv.param('weight'), this.qkv.param('bias'));
+    return { xt, qkv, C, H, W, P, nh: this.heads, d: C / this.heads };
+  }
+
+  /** Shared back of both temporal forms: project merged heads `[B·P, T, C]`, add `xt`, back to `[B·T, C, H, W]`. */
+  #temporalOutput(merged: Tensor, xt: Tensor, B: number, T: number, C: number, H: number, W: number): Tensor {
+    const y = linear(merged, this.projOut.param('weight'), this.projOut.param('bias')).add(xt);
+    return y.view([B, H * W, T, C]).permute([0, 2, 3, 1]).reshape([B * T, C, H, W]);
+  }
+
+  /**
+   * Temporal attention written as einsums (the spec-derived PyTorch peer's formulation). Used when
+   * gradients are recorded: its backward is faster than that of the batched-GEMM form below.
    */
   temporalEinsum(h: Tensor, ctx: TemporalContext): Tensor {
     return tidy(() => {
       const { B, T } = ctx;
-      const [, C, H, W] = h.shape as [number, number, number, number];
-      const P = H * W;
-      const nh = this.heads;
-      const d = C / nh;
+      const { xt, qkv: qkv0, C, H, W, P, nh, d } = this.#temporalInput(h, B, T);
       const scale = 1 / Math.sqrt(d);
-      const x = h.view([B, T, C, P]).permute([0, 3, 2, 1]).reshape([B * P, C, T]);
-      const xn = groupNorm(x, 32, this.norm.param('weight'), this.norm.param('bias'), 1e-5);
-      const xt = xn.transpose(1, 2); // [B·P, T, C]
-      const qkv = linear(xt, this.qkv.param('weight'), this.qkv.param('bias')).view([B, P, T, 3, nh, d]);
+      const qkv = qkv0.view([B, P, T, 3, nh, d]);
       const [q0, k, v] = qkv.unbind(3) as [Tensor, Tensor, Tensor]; // [B, P, T, nh, d]
       const q = q0.mul(scale);
       let logits = einsum('bpihe,bpjhe->bphij', [q, k]);
@@ -170,8 +184,7 @@ class AttentionLayer extends Module {
         const rv = this.rpe.v.net.forward(ctx.phi, ctx.emb).view([B, T, T, nh, d]);
         o = o.add(einsum('bphij,bijhe->bpihe', [a, rv]));
       }
-      const y = linear(o.reshape([B * P, T, C]), this.projOut.param('weight'), this.projOut.param('bias')).add(xt);
-      return y.view([B, P, T, C]).permute([0, 2, 3, 1]).reshape([B * T, C, H, W]);
+      return this.#temporalOutput(o.reshape([B * P, T, C]), xt, B, T, C, H, W);
     });
   }
 
@@ -182,16 +195,8 @@ class AttentionLayer extends Module {
   temporal(h: Tensor, ctx: TemporalContext): Tensor {
     return tidy(() => {
       const { B, T } = ctx;
-      const [, C, H, W] = h.shape as [number, number, number, number];
-      const P = H * W;
-      const nh = this.heads;
-      const d = C / nh;
+      const { xt, qkv, C, H, W, P, nh, d } = this.#temporalInput(h, B, T); // xt [B·P, T, C], qkv [B·P, T, 3C]
       const scale = 1 / Math.sqrt(d);
-      // [B·T, C, H, W] → rows (b, p) of sequences over t: [B·P, C, T]
-      const x = h.view([B, T, C, P]).permute([0, 3, 2, 1]).reshape([B * P, C, T]);
-      const xn = groupNorm(x, 32, this.norm.param('weight'), this.norm.param('bias'), 1e-5);
-      const xt = xn.transpose(1, 2); // [B·P, T, C]
-      const qkv = linear(xt, this.qkv.param('weight'), this.qkv.param('bias')); // [B·P, T, 3C]
       // Work in layout [B, nh, T, P, d]: batched GEMMs over (b, h, frame) with P as the long side.
       const parts = qkv.view([B, P, T, 3, nh, d]).permute([3, 0, 4, 2, 1, 5]); // [3, B, nh, T, P, d]
       const q = parts.select(0, 0).mul(scale).contiguous(); // scaled queries (§4.3 step 3)
@@ -231,9 +236,7 @@ class AttentionLayer extends Module {
       }
       // merge heads → [B·P, T, C] (channel = h·d + e), project, residual on the normalised input
       const merged = o.permute([0, 2, 3, 1, 4]).reshape([B * P, T, C]);
-      const y = linear(merged, this.projOut.param('weight'), this.projOut.param('bias')).add(xt); // [B·P, T, C]
-      // back to [B·T, C, H, W]
-      return y.view([B, P, T, C]).permute([0, 2, 3, 1]).reshape([B * T, C, H, W]);
+      return this.#temporalOutput(merged, xt, B, T, C, H, W);
     });
   }
 }
