@@ -18,6 +18,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/api/include/torch/version.h>
@@ -26,6 +28,7 @@
 #include <malloc.h>
 #endif
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -605,6 +608,139 @@ Napi::Value IsInferenceTensor(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Operator profiler: a RecordFunction callback that sums wall time per operator (optionally
+// per operator and input shapes). Self time excludes nested operators (aten::linear -> aten::mm),
+// so the table adds up to the profiled wall time. Used by `--profile` and bench/ to see where a
+// training step goes without Kineto.
+
+struct ProfEntry {
+  int64_t calls = 0;
+  double total_us = 0;
+  double self_us = 0;
+};
+
+struct ProfFrame {
+  std::chrono::steady_clock::time_point t0;
+  double child_us = 0;
+  std::string key;
+};
+
+std::mutex g_prof_mutex;
+std::unordered_map<std::string, ProfEntry> g_prof;
+std::atomic<bool> g_prof_shapes{false};
+at::CallbackHandle g_prof_handle = 0;
+thread_local std::vector<ProfFrame> t_prof_stack;
+
+std::string prof_key(const at::RecordFunction& fn) {
+  std::string key = fn.name();
+  if (!g_prof_shapes.load()) return key;
+  key += " [";
+  bool first = true;
+  for (const auto& v : fn.inputs()) {
+    if (!v.isTensor()) continue;
+    if (!first) key += ", ";
+    first = false;
+    const auto& t = v.toTensor();
+    if (!t.defined()) { key += "-"; continue; }
+    key += "[";
+    for (int64_t d = 0; d < t.dim(); d++) key += (d ? "," : "") + std::to_string(t.size(d));
+    key += "]";
+    if (t.dim() > 1 && !t.is_contiguous()) key += "nc";
+  }
+  return key + "]";
+}
+
+std::unique_ptr<at::ObserverContext> prof_enter(const at::RecordFunction& fn) {
+  t_prof_stack.push_back({std::chrono::steady_clock::now(), 0, prof_key(fn)});
+  return nullptr;
+}
+
+void prof_exit(const at::RecordFunction&, at::ObserverContext*) {
+  if (t_prof_stack.empty()) return;  // started before the callback was installed
+  ProfFrame f = std::move(t_prof_stack.back());
+  t_prof_stack.pop_back();
+  double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - f.t0).count();
+  if (!t_prof_stack.empty()) t_prof_stack.back().child_us += us;
+  std::lock_guard<std::mutex> lock(g_prof_mutex);
+  auto& e = g_prof[f.key];
+  e.calls++;
+  e.total_us += us;
+  e.self_us += us - f.child_us;
+}
+
+// profileStart(withShapes: boolean)
+Napi::Value ProfileStart(const Napi::CallbackInfo& info) {
+  if (g_prof_handle) throw Napi::Error::New(info.Env(), "profileStart: the profiler is already running");
+  g_prof_shapes = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
+  {
+    std::lock_guard<std::mutex> lock(g_prof_mutex);
+    g_prof.clear();
+  }
+  auto cb = at::RecordFunctionCallback(prof_enter, prof_exit).needsInputs(g_prof_shapes.load()).scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION});
+  g_prof_handle = at::addGlobalCallback(cb);
+  return info.Env().Undefined();
+}
+
+// profileStop() -> [{ name, calls, totalMs, selfMs }]
+Napi::Value ProfileStop(const Napi::CallbackInfo& info) {
+  if (g_prof_handle) at::removeCallback(g_prof_handle);
+  g_prof_handle = 0;
+  std::lock_guard<std::mutex> lock(g_prof_mutex);
+  auto arr = Napi::Array::New(info.Env(), g_prof.size());
+  uint32_t i = 0;
+  for (const auto& [k, e] : g_prof) {
+    auto o = Napi::Object::New(info.Env());
+    o.Set("name", k);
+    o.Set("calls", static_cast<double>(e.calls));
+    o.Set("totalMs", e.total_us / 1000.0);
+    o.Set("selfMs", e.self_us / 1000.0);
+    arr[i++] = o;
+  }
+  g_prof.clear();
+  return arr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autocast (mixed precision). libtorch keeps one flag and dtype per device type; operators on
+// the autocast list then run in the lower precision. setAutocast(device, enabled, dtype).
+
+Napi::Value SetAutocast(const Napi::CallbackInfo& info) {
+  std::string device = info[0].As<Napi::String>();
+  bool enabled = info[1].As<Napi::Boolean>().Value();
+  std::string dtype = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "bfloat16";
+  at::ScalarType st;
+  if (dtype == "bfloat16") st = at::kBFloat16;
+  else if (dtype == "float16") st = at::kHalf;
+  else throw Napi::Error::New(info.Env(), "setAutocast: dtype must be bfloat16 or float16, got " + dtype);
+  if (device != "cpu" && device != "cuda") throw Napi::Error::New(info.Env(), "setAutocast: device must be cpu or cuda, got " + device);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  // libtorch 2.4 replaced the per-device functions with device-type arguments.
+  const auto type = device == "cpu" ? at::kCPU : at::kCUDA;
+  at::autocast::set_autocast_dtype(type, st);
+  at::autocast::set_autocast_enabled(type, enabled);
+#else
+  if (device == "cpu") {
+    at::autocast::set_autocast_cpu_dtype(st);
+    at::autocast::set_cpu_enabled(enabled);
+  } else {
+    at::autocast::set_autocast_gpu_dtype(st);
+    at::autocast::set_enabled(enabled);
+  }
+#endif
+  if (!enabled) at::autocast::clear_cache();
+  return info.Env().Undefined();
+}
+
+Napi::Value IsAutocast(const Napi::CallbackInfo& info) {
+  std::string device = info[0].As<Napi::String>();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return Napi::Boolean::New(info.Env(), at::autocast::is_autocast_enabled(device == "cuda" ? at::kCUDA : at::kCPU));
+#else
+  return Napi::Boolean::New(info.Env(), device == "cuda" ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled());
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
 // Random generators with explicit seeds and savable state.
 
 void generator_finalize(Napi::Env, GeneratorBox* g) { delete g; }
@@ -755,6 +891,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaAvailable", Napi::Function::New(env, flexvid::Guarded<CudaAvailable>));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, flexvid::Guarded<CudaDeviceCount>));
   exports.Set("version", Napi::Function::New(env, flexvid::Guarded<Version>));
+  exports.Set("profileStart", Napi::Function::New(env, flexvid::Guarded<ProfileStart>));
+  exports.Set("profileStop", Napi::Function::New(env, flexvid::Guarded<ProfileStop>));
+  exports.Set("setAutocast", Napi::Function::New(env, flexvid::Guarded<SetAutocast>));
+  exports.Set("isAutocast", Napi::Function::New(env, flexvid::Guarded<IsAutocast>));
   RegisterDistributed(env, exports);
   return exports;
 }

@@ -56,6 +56,10 @@ export interface NativeBinding {
   cudaDeviceCount(): number;
   version(): { torch: string; cuda: boolean; mkldnn: boolean; openmp: boolean; parallel: string };
   distributedAvailable(): boolean;
+  profileStart(withShapes: boolean): void;
+  profileStop(): { name: string; calls: number; totalMs: number; selfMs: number }[];
+  setAutocast(device: 'cpu' | 'cuda', enabled: boolean, dtype?: 'bfloat16' | 'float16'): void;
+  isAutocast(device: 'cpu' | 'cuda'): boolean;
   [k: string]: unknown;
 }
 
