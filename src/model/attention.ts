@@ -11,7 +11,7 @@
  * the H·W positions — large GEMMs instead of many tiny per-position products, and the
  * `[B, T, T, C]` RPE tensors are never broadcast over positions.
  */
-import { bmm, cat, einsum, groupNorm, isGradEnabled, keep, linear, tidy, type Tensor } from '../engine/index.ts';
+import { batchedMatmul, cat, groupNorm, keep, linear, tidy, type Tensor } from '../engine/index.ts';
 import { Linear, Module, GroupNorm } from '../nn/index.ts';
 
 /**
@@ -33,6 +33,11 @@ export function relativePositionFeatures(frameIndices: Tensor): Tensor {
     const zero = delta.eq(0).to({ dtype: 'float32' });
     return cat([pos.unsqueeze(3), neg.unsqueeze(3), zero.unsqueeze(3)], 3).reshape([f.size(0), T, T, 3]);
   });
+}
+
+/** Softmax over the last dimension in float32 whatever the logits' type (bf16/fp16 under autocast). */
+function softmax32(logits: Tensor): Tensor {
+  return logits.to({ dtype: 'float32', copy: false }).softmax(-1);
 }
 
 /**
@@ -124,15 +129,19 @@ class AttentionLayer extends Module {
       const nh = this.heads;
       const d = C / nh;
       const xn = this.norm.forward(h).reshape([N, C, L]); // GN over (channels-in-group × L) per frame
-      const xt = xn.transpose(1, 2); // [N, L, C]
+      // Contiguous before the projection: on a transposed view libtorch's linear falls back to a
+      // bmm against the weight expanded over N, whose backward is a per-sample weight gradient
+      // [N, C, 3C] summed afterwards (measured 10× slower than one GEMM).
+      const xt = xn.transpose(1, 2).contiguous(); // [N, L, C]
       const qkv = linear(xt, this.qkv.param('weight'), this.qkv.param('bias')); // [N, L, 3C]
       const parts = qkv.view([N, L, 3, nh, d]).permute([2, 0, 3, 1, 4]); // [3, N, nh, L, d]
-      const q = parts.select(0, 0).reshape([N * nh, L, d]);
+      // Scale q, not the logits: [N·nh, L, d] is L/d times smaller than [N·nh, L, L], in both passes.
+      const q = parts.select(0, 0).mul(1 / Math.sqrt(d)).reshape([N * nh, L, d]);
       const k = parts.select(0, 1).reshape([N * nh, L, d]);
       const v = parts.select(0, 2).reshape([N * nh, L, d]);
-      const logits = bmm(q, k.transpose(1, 2)).mul_(1 / Math.sqrt(d)); // [N·nh, L, L]
-      const attn = logits.softmax(-1);
-      const o = bmm(attn, v).view([N, nh, L, d]).permute([0, 2, 1, 3]).reshape([N, L, C]);
+      const logits = batchedMatmul(q, k.transpose(1, 2)); // [N·nh, L, L]
+      const attn = softmax32(logits);
+      const o = batchedMatmul(attn, v).view([N, nh, L, d]).permute([0, 2, 1, 3]).reshape([N, L, C]);
       const y = linear(o, this.projOut.param('weight'), this.projOut.param('bias')).add(xt); // residual on GN(x)
       return y.transpose(1, 2).reshape([N, C, H, W]);
     });
@@ -146,8 +155,8 @@ class AttentionLayer extends Module {
     const [, C, H, W] = h.shape as [number, number, number, number];
     const P = H * W;
     const x = h.view([B, T, C, P]).permute([0, 3, 2, 1]).reshape([B * P, C, T]);
-    const xn = groupNorm(x, 32, this.norm.param('weight'), this.norm.param('bias'), 1e-5);
-    const xt = xn.transpose(1, 2);
+    const xn = groupNorm(x.to({ dtype: 'float32', copy: false }), 32, this.norm.param('weight'), this.norm.param('bias'), 1e-5); // float32 under autocast too
+    const xt = xn.transpose(1, 2).contiguous(); // contiguous: see spatial()
     const qkv = linear(xt, this.qkv.param('weight'), this.qkv.param('bias'));
     return { xt, qkv, C, H, W, P, nh: this.heads, d: C / this.heads };
   }
@@ -156,36 +165,6 @@ class AttentionLayer extends Module {
   #temporalOutput(merged: Tensor, xt: Tensor, B: number, T: number, C: number, H: number, W: number): Tensor {
     const y = linear(merged, this.projOut.param('weight'), this.projOut.param('bias')).add(xt);
     return y.view([B, H * W, T, C]).permute([0, 2, 3, 1]).reshape([B * T, C, H, W]);
-  }
-
-  /**
-   * Temporal attention written as einsums (the spec-derived PyTorch peer's formulation). Used when
-   * gradients are recorded: its backward is faster than that of the batched-GEMM form below.
-   */
-  temporalEinsum(h: Tensor, ctx: TemporalContext): Tensor {
-    return tidy(() => {
-      const { B, T } = ctx;
-      const { xt, qkv: qkv0, C, H, W, P, nh, d } = this.#temporalInput(h, B, T);
-      const scale = 1 / Math.sqrt(d);
-      const qkv = qkv0.view([B, P, T, 3, nh, d]);
-      const [q0, k, v] = qkv.unbind(3) as [Tensor, Tensor, Tensor]; // [B, P, T, nh, d]
-      const q = q0.mul(scale);
-      let logits = einsum('bpihe,bpjhe->bphij', [q, k]);
-      let o: Tensor;
-      if (this.rpe) {
-        const rq = this.rpe.q.net.forward(ctx.phi, ctx.emb).view([B, T, T, nh, d]);
-        const rk = this.rpe.k.net.forward(ctx.phi, ctx.emb).view([B, T, T, nh, d]);
-        logits = logits.add(einsum('bpihe,bijhe->bphij', [q, rk])).add(einsum('bpjhe,bjihe->bphij', [k.mul(scale), rq]));
-      }
-      if (ctx.maskBias) logits = logits.add(ctx.maskBias.view([B, 1, 1, T, T]));
-      const a = logits.softmax(-1);
-      o = einsum('bphij,bpjhe->bpihe', [a, v]);
-      if (this.rpe) {
-        const rv = this.rpe.v.net.forward(ctx.phi, ctx.emb).view([B, T, T, nh, d]);
-        o = o.add(einsum('bphij,bijhe->bpihe', [a, rv]));
-      }
-      return this.#temporalOutput(o.reshape([B * P, T, C]), xt, B, T, C, H, W);
-    });
   }
 
   /**
@@ -207,31 +186,31 @@ class AttentionLayer extends Module {
       // Main term A_ij = q_i·k_j, batched over (b, h, p): [B·nh·P, T, d] layouts.
       const qp = q.permute([0, 1, 3, 2, 4]).reshape([BH * P, T, d]);
       const kp = k.permute([0, 1, 3, 2, 4]).reshape([BH * P, T, d]);
-      let logits = bmm(qp, kp.transpose(1, 2)).view([B, nh, P, T, T]);
+      let logits = batchedMatmul(qp, kp.transpose(1, 2)).view([B, nh, P, T, T]);
 
       if (this.rpe) {
         const rk = this.rpe.k.net.forward(ctx.phi, ctx.emb); // [B, T(i), T(j), C]
         const rq = this.rpe.q.net.forward(ctx.phi, ctx.emb);
         // term1[b,h,p,i,j] = Σ_e q[b,h,i,p,e]·Rk[b,i,j,h,e]: batch (b,h,i), [P, d] @ [d, T]
         const rkT = rk.view([B, T, T, nh, d]).permute([0, 3, 1, 4, 2]).reshape([BH * T, d, T]);
-        const t1 = bmm(q.view([BH * T, P, d]), rkT).view([B, nh, T, P, T]).permute([0, 1, 3, 2, 4]); // [B,nh,P,i,j]
+        const t1 = batchedMatmul(q.view([BH * T, P, d]), rkT).view([B, nh, T, P, T]).permute([0, 1, 3, 2, 4]); // [B,nh,P,i,j]
         // term2[b,h,p,i,j] = Σ_e (scale·k[b,h,j,p,e])·Rq[b,j,i,h,e]: batch (b,h,j), [P, d] @ [d, T(i)]
         const rqT = rq.view([B, T, T, nh, d]).permute([0, 3, 1, 4, 2]).reshape([BH * T, d, T]);
-        const t2 = bmm(k.view([BH * T, P, d]), rqT).mul_(scale).view([B, nh, T, P, T]).permute([0, 1, 3, 4, 2]); // [B,nh,P,i(j→i),j]
+        const t2 = batchedMatmul(k.view([BH * T, P, d]), rqT).mul_(scale).view([B, nh, T, P, T]).permute([0, 1, 3, 4, 2]); // [B,nh,P,i(j→i),j]
         logits = logits.add(t1).add_(t2);
       }
       if (ctx.maskBias) logits = logits.add(ctx.maskBias.view([B, 1, 1, T, T]));
-      const attn = logits.softmax(-1); // [B, nh, P, T(i), T(j)]
+      const attn = softmax32(logits); // [B, nh, P, T(i), T(j)]
       if (attentionProbe.temporal) attentionProbe.temporal.push(keep(attn.clone()));
 
       // o_i = Σ_j a_ij v_j (+ Σ_j a_ij Rv_ij)
       const vp = v.permute([0, 1, 3, 2, 4]).reshape([BH * P, T, d]);
-      let o = bmm(attn.reshape([BH * P, T, T]), vp).view([B, nh, P, T, d]);
+      let o = batchedMatmul(attn.reshape([BH * P, T, T]), vp).view([B, nh, P, T, d]);
       if (this.rpe) {
         const rv = this.rpe.v.net.forward(ctx.phi, ctx.emb); // [B, T(i), T(j), C]
         const rvB = rv.view([B, T, T, nh, d]).permute([0, 3, 1, 2, 4]).reshape([BH * T, T, d]); // (b,h,i): [T(j), d]
         const aB = attn.permute([0, 1, 3, 2, 4]).reshape([BH * T, P, T]); // (b,h,i): [P, T(j)]
-        const o2 = bmm(aB, rvB).view([B, nh, T, P, d]).permute([0, 1, 3, 2, 4]);
+        const o2 = batchedMatmul(aB, rvB).view([B, nh, T, P, d]).permute([0, 1, 3, 2, 4]);
         o = o.add(o2);
       }
       // merge heads → [B·P, T, C] (channel = h·d + e), project, residual on the normalised input
@@ -253,10 +232,6 @@ export class FactorizedAttentionBlock extends Module {
   }
 
   forward(h: Tensor, ctx: TemporalContext): Tensor {
-    // Measured on CPU (bench/model.ts): the batched-GEMM layout is ~2-3× faster forward, but its
-    // backward is slower than the einsum form (libtorch's bmm backward on the permuted gradients),
-    // so training uses einsums and sampling the GEMM layout. Both give the same numbers.
-    const t = this.temporalAttention;
-    return tidy(() => this.spatialAttention.spatial(isGradEnabled() ? t.temporalEinsum(h, ctx) : t.temporal(h, ctx)));
+    return tidy(() => this.spatialAttention.spatial(this.temporalAttention.temporal(h, ctx)));
   }
 }
