@@ -7,6 +7,8 @@
  * ours so both see the same load; the ratio is the median of per-repetition ratios.
  *
  * Usage: npm run bench -- model [--cases balls-train,balls-sample,maze-train,maze-sample] [--reps 3] [--threads 2] [--no-pytorch]
+ *        [--amp bf16]                     (forward passes under bf16 autocast, ours and the peer's)
+ *        [--profile] [--profile-shapes]   (print an operator profile of one step per case, to stderr)
  */
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +19,7 @@ import { forwardGflopPerFrame } from '../src/model/flops.ts';
 import { GaussianDiffusion } from '../src/diffusion/gaussian-diffusion.ts';
 import { sampleHeun } from '../src/diffusion/samplers.ts';
 import { parseSampler, DEFAULT_SAMPLER, type HeunSamplerArgs } from '../src/diffusion/sampler-args.ts';
+import { withAmp } from '../src/sampling/pipeline.ts';
 import { findPython, median, Peer } from './lib/peer.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -33,7 +36,7 @@ interface Bench {
   dispose(): void;
 }
 
-function setup(caseName: string): Bench {
+function setup(caseName: string, amp: 'off' | 'bf16'): Bench {
   const [name, kind] = caseName.split('-') as ['balls' | 'maze', 'train' | 'sample'];
   const c = CONFIGS[name];
   setInitSeed(0);
@@ -60,7 +63,7 @@ function setup(caseName: string): Bench {
         E.tidy(() => {
           const t = Array.from({ length: B }, () => Math.floor(Math.random() * 1000));
           const noise = E.randn(x0.shape, g);
-          const l = diffusion.trainingLosses(modelFn, x0, t, { noise, latentMask: lat, evalMask: lat });
+          const l = withAmp(amp, 'cpu', () => diffusion.trainingLosses(modelFn, x0, t, { noise, latentMask: lat, evalMask: lat }));
           l.loss.mean().backward();
           opt.step();
           opt.zeroGrad();
@@ -78,7 +81,7 @@ function setup(caseName: string): Bench {
   return {
     flops: 48 * fwdFlops,
     step() {
-      E.tidy(() => E.inferenceMode(() => sampleHeun(diffusion, modelFn, args, { x0, obsMask: obs, generator: g })));
+      E.tidy(() => E.inferenceMode(() => withAmp(amp, 'cpu', () => sampleHeun(diffusion, modelFn, args, { x0, obsMask: obs, generator: g }))));
     },
     dispose() {
       model.dispose();
@@ -96,15 +99,22 @@ export async function run(args: string[]): Promise<void> {
   const cases = flag(args, 'cases', 'balls-train,balls-sample,maze-train,maze-sample').split(',');
   const reps = Number(flag(args, 'reps', '3'));
   const threads = Number(flag(args, 'threads', '2'));
+  const amp = flag(args, 'amp', 'off');
+  if (amp !== 'off' && amp !== 'bf16') throw new Error(`--amp: expected off or bf16, got ${amp}`);
   E.setNumThreads(threads);
   const python = args.includes('--no-pytorch') ? null : findPython();
-  const peer = python ? new Peer(python, path.join(here, 'pytorch', 'model_peer.py'), threads) : null;
+  const peer = python ? new Peer(python, path.join(here, 'pytorch', 'model_peer.py'), threads, ['--amp', amp]) : null;
   const torchInfo = peer ? await peer.next() : null;
   const rows: { case: string; ms: number; gflops: number; pct_peak: number; pytorch_ms?: number; ratio_vs_pytorch?: number }[] = [];
   for (const name of cases) {
-    const b = setup(name);
+    const b = setup(name, amp);
     if (peer) await peer.request({ cmd: 'setup', case: name });
     b.step(); // warm-up
+    if (args.includes('--profile') || args.includes('--profile-shapes')) {
+      b.step();
+      const p = E.profile(() => b.step(), { shapes: args.includes('--profile-shapes') });
+      process.stderr.write(`${name} profile:\n${E.formatProfile(p.rows, p.wallMs, 40)}\n`);
+    }
     if (peer) await peer.request({ cmd: 'step' });
     const ours: number[] = [];
     const theirs: number[] = [];
@@ -123,7 +133,7 @@ export async function run(args: string[]): Promise<void> {
     b.dispose();
     const ms = median(ours);
     const gflops = b.flops / 1e6 / ms;
-    const row: (typeof rows)[number] = { case: name, ms: Math.round(ms), gflops: Number(gflops.toFixed(1)), pct_peak: Number(((100 * gflops) / (PEAK_GFLOPS_PER_CORE * threads)).toFixed(1)) };
+    const row: (typeof rows)[number] = { case: amp === 'off' ? name : `${name}-${amp}`, ms: Math.round(ms), gflops: Number(gflops.toFixed(1)), pct_peak: Number(((100 * gflops) / (PEAK_GFLOPS_PER_CORE * threads)).toFixed(1)) };
     if (peer) {
       row.pytorch_ms = Math.round(median(theirs));
       row.ratio_vs_pytorch = Number(median(ratios).toFixed(3));
@@ -132,7 +142,7 @@ export async function run(args: string[]): Promise<void> {
     process.stderr.write(`${name}: ${row.ms} ms${peer ? ` (PyTorch ${row.pytorch_ms} ms, ratio ${row.ratio_vs_pytorch})` : ''}\n`);
   }
   peer?.close();
-  console.log(`model benchmark — ${threads} thread(s), libtorch ${E.torchVersion()}${torchInfo ? `, PyTorch peer ${torchInfo.torch}` : ', no PyTorch peer'}`);
+  console.log(`model benchmark — ${threads} thread(s)${amp === 'off' ? '' : `, ${amp} autocast`}, libtorch ${E.torchVersion()}${torchInfo ? `, PyTorch peer ${torchInfo.torch}` : ', no PyTorch peer'}`);
   console.log(`${'case'.padEnd(14)} ${'ms'.padStart(8)} ${'GFLOP/s'.padStart(8)} ${'% peak'.padStart(7)} ${'PyTorch ms'.padStart(11)} ${'ratio'.padStart(6)}`);
   for (const r of rows) {
     console.log(`${r.case.padEnd(14)} ${String(r.ms).padStart(8)} ${String(r.gflops).padStart(8)} ${String(r.pct_peak).padStart(7)} ${String(r.pytorch_ms ?? '-').padStart(11)} ${String(r.ratio_vs_pytorch ?? '-').padStart(6)}`);

@@ -15,6 +15,13 @@ import torch.nn.functional as F
 CHANNEL_MULT = {32: (1, 2, 2, 2), 64: (1, 2, 3, 4), 128: (1, 1, 2, 3, 4), 160: (1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4)}
 
 
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 (as the reference's GroupNorm32), so it runs under autocast."""
+
+    def forward(self, x):
+        return super().forward(x.float())
+
+
 def timestep_embedding(t, dim, max_period=10000):
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
@@ -28,9 +35,9 @@ def timestep_embedding(t, dim, max_period=10000):
 class ResBlock(nn.Module):
     def __init__(self, cin, cout, emb_dim, dropout=0.0):
         super().__init__()
-        self.in_layers = nn.Sequential(nn.GroupNorm(32, cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1))
+        self.in_layers = nn.Sequential(GroupNorm32(32, cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * cout))
-        self.out_layers = nn.Sequential(nn.GroupNorm(32, cout), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(cout, cout, 3, padding=1))
+        self.out_layers = nn.Sequential(GroupNorm32(32, cout), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(cout, cout, 3, padding=1))
         self.skip_connection = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
 
     def forward(self, x, emb):
@@ -64,7 +71,7 @@ class Attention(nn.Module):
     def __init__(self, channels, heads, emb_dim, rpe):
         super().__init__()
         self.heads = heads
-        self.norm = nn.GroupNorm(32, channels)
+        self.norm = GroupNorm32(32, channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj_out = nn.Linear(channels, channels)
         if rpe:
@@ -179,7 +186,7 @@ class UNetVideo(nn.Module):
                     layers.append(Upsample(ch))
                     ds //= 2
                 self.output_blocks.append(Block(layers))
-        self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), nn.Conv2d(mc, in_channels, 3, padding=1))
+        self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(), nn.Conv2d(mc, in_channels, 3, padding=1))
 
     def forward(self, x, x0, timesteps, frame_indices, obs_mask, latent_mask):
         B, T, C, H, W = x.shape

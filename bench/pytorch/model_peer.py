@@ -23,7 +23,7 @@ def alphas_cumprod(n=1000):
     return torch.cumprod(1 - betas, 0)
 
 
-def setup(case, sample_calls):
+def setup(case, sample_calls, amp="off"):
     name, kind = case.split("-")
     c = CONFIGS[name]
     torch.manual_seed(0)
@@ -44,7 +44,8 @@ def setup(case, sample_calls):
             a = ac[t].float().view(B, 1, 1, 1, 1)
             noise = torch.randn_like(x0)
             xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            out = m(xt, x0, t.float(), fi, obs, lat)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+                out = m(xt, x0, t.float(), fi, obs, lat).float()
             loss = ((out - noise) ** 2 * lat.view(B, T, 1, 1, 1)).mean()
             loss.backward()
             opt.step()
@@ -60,21 +61,22 @@ def setup(case, sample_calls):
                 sigma = 80.0 * (1 - k / sample_calls) + 1e-3
                 t = torch.full((B,), 999.0 * (1 - k / sample_calls))
                 xv = (x / math.sqrt(1 + sigma * sigma)).float()
-                out = m(xv, x0, t, fi, obs, lat)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+                    out = m(xv, x0, t, fi, obs, lat).float()
                 den = xv - out  # stand-in for the x0 prediction arithmetic
                 x = x + (den.double() - x) * 0.02
 
     return stage
 
 
-def serve(threads, sample_calls):
+def serve(threads, sample_calls, amp):
     print(json.dumps({"torch": torch.__version__, "threads": threads}), flush=True)
     step = None
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "setup":
             step = None
-            step = setup(cmd["case"], sample_calls)
+            step = setup(cmd["case"], sample_calls, amp)
             print(json.dumps({"ok": True}), flush=True)
         elif cmd["cmd"] == "step":
             t0 = time.perf_counter()
@@ -89,6 +91,7 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sample-calls", type=int, default=48)
     ap.add_argument("--serve", action="store_true")
+    ap.add_argument("--amp", choices=["off", "bf16"], default="off")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    serve(a.threads, a.sample_calls)
+    serve(a.threads, a.sample_calls, a.amp)

@@ -248,6 +248,20 @@ export class Tensor {
     return call('to.dtype', this, dtype, opts.nonBlocking ?? false, opts.copy ?? true);
   }
 
+  /**
+   * A copy in page-locked (pinned) host memory, from which copies to a CUDA device can run
+   * asynchronously (`to({ device, nonBlocking: true })`). Needs a CUDA-enabled libtorch with a device.
+   */
+  pinMemory(): Tensor {
+    return call('pin_memory', this, null);
+  }
+
+  /** Is this tensor in pinned host memory? (Always false without CUDA.) */
+  isPinned(): boolean {
+    if (!native.cudaAvailable()) return false;
+    return callRaw('is_pinned', [this, null]) as boolean;
+  }
+
   float(): Tensor {
     return this.to({ dtype: 'float32' });
   }

@@ -18,7 +18,7 @@ import type { EvalConfig } from '../data/datasets.ts';
 import { metricFileNames, writeMetricFile } from '../metrics/results.ts';
 import { loadModelCheckpoint } from '../training/checkpoint.ts';
 import { collectStages, createSamplingScheme } from '../sampling/schemes.ts';
-import { stageLayout, stageModelFn } from '../sampling/pipeline.ts';
+import { stageLayout, stageModelFn, withAmp } from '../sampling/pipeline.ts';
 import { NumpyRandomState } from '../util/mt19937.ts';
 import { FlexvidError, OptionError } from '../util/errors.ts';
 import { noProgress, openEvalDataset, type Reporting } from './common.ts';
@@ -45,6 +45,8 @@ export interface LossOptions extends Reporting {
   evalOnTrain?: boolean;
   timestepRespacing?: string;
   device?: string;
+  /** Mixed precision of the model calls (default off; see sampleVideo). */
+  amp?: 'off' | 'bf16' | 'fp16';
   evalDatasetConfig?: EvalConfig;
   lowerFrameRange?: number;
   upperFrameRange?: number | null;
@@ -125,7 +127,7 @@ export async function runLoss(o: LossOptions): Promise<LossResult> {
               for (let trial = 0; trial < trials; trial++) {
                 const draw = scheduleSampler.sample(B, rng);
                 const noise = randn(x.shape, generator, { device: s.device });
-                const losses = diffusion.trainingLosses(modelFn, x, draw.t, { noise, latentMask, evalMask: latentMask });
+                const losses = withAmp(o.amp ?? 'off', x.device, () => diffusion.trainingLosses(modelFn, x, draw.t, { noise, latentMask, evalMask: latentMask }));
                 const l = losses.loss.toFloat64Array();
                 for (let b = 0; b < B; b++) acc[b]! += l[b]! * Math.fround(draw.weights[b]!);
               }

@@ -82,6 +82,8 @@ export interface SampleRunOptions extends Reporting {
   optimality?: string;
   /** cpu, cuda, cuda:N, auto (default auto). */
   device?: string;
+  /** Mixed precision of the model calls (default off; see sampleVideo). */
+  amp?: 'off' | 'bf16' | 'fp16';
   evalDatasetConfig?: EvalConfig;
   lowerFrameRange?: number;
   upperFrameRange?: number | null;
@@ -378,6 +380,7 @@ export async function runSampling(o: SampleRunOptions): Promise<SampleRunReport>
             scheme,
             sampler: samplerArgs,
             clipDenoised,
+            amp: o.amp ?? 'off',
             generator,
             embedFrames,
             optimalSchedule: optimal,

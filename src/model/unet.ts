@@ -239,7 +239,8 @@ export class UNetVideoModel extends Module {
       for (const block of this.outputBlocks.items) {
         h = block.forward(cat([h, skips.pop()!], 1), emb, ctx);
       }
-      const out = this.out.forward(h);
+      // Under autocast the last convolution runs in bf16/fp16; losses and samplers see the input's type.
+      const out = this.out.forward(h).to({ dtype: inp.x.dtype, copy: false });
       return out.reshape([B, T, this.outChannels, H, W]);
     });
   }

@@ -13,6 +13,7 @@ import {
   linear,
   noGrad,
   ones,
+  tidy,
   zeros,
   type ConvOptions,
   type Tensor,
@@ -147,8 +148,14 @@ export class GroupNorm extends ParamModule implements Layer {
     this.registerParam('bias', zeros([numChannels], { device: o.device }));
   }
 
+  /**
+   * Normalises in float32 whatever the input's type, as torch.autocast does for group_norm (and the
+   * reference's GroupNorm32): under bf16/fp16 autocast the output is float32, and the next
+   * convolution casts it down again. (libtorch 1.13's bf16 SiLU is also slower than float32's.)
+   */
   forward(x: Tensor): Tensor {
-    return groupNorm(x, this.numGroups, this.param('weight'), this.param('bias'), this.eps);
+    if (x.dtype === 'float32' || x.dtype === 'float64') return groupNorm(x, this.numGroups, this.param('weight'), this.param('bias'), this.eps);
+    return tidy(() => groupNorm(x.to({ dtype: 'float32', copy: false }), this.numGroups, this.param('weight'), this.param('bias'), this.eps));
   }
 }
 

@@ -33,6 +33,7 @@ import { resolveDataset, type DatasetInfo } from '../data/registry.ts';
 import { configPath } from '../data/layout.ts';
 import { readLatentDatasetInfo } from '../data/latent-video.ts';
 import { ReplaySampler } from '../lifelong/replay-sampler.ts';
+import { cpuHasNativeBf16, MixedPrecision } from './amp.ts';
 import { ShuffleSampler } from '../lifelong/shuffle-sampler.ts';
 import { planGather, prepareTrainingBatch, sampleLoggingMasks } from '../lifelong/masks.ts';
 import { NumpyRandomState } from '../util/mt19937.ts';
@@ -94,6 +95,8 @@ interface Snapshot {
   worldSize?: number;
   /** Multi-process runs: every rank's own sampler and RNG states, in rank order. */
   ranks?: RankState[];
+  /** log2 fp16 loss scale (--amp fp16). */
+  lgLossScale?: number;
 }
 
 /** The per-rank part of a snapshot (each rank draws its own batch slots, noise, masks, timesteps). */
@@ -119,9 +122,17 @@ export function resolveRunSettings(o: TrainOptions): { info: DatasetInfo; T: num
   return { info, T, model, diffusion, emaRates: parseEmaRates(o.emaRate) };
 }
 
-/** `t` on `device` (the same tensor when it is already there). */
+/**
+ * `t` on `device` (the same tensor when it is already there). Host data bound for a GPU goes through
+ * pinned memory so the copy is asynchronous (the CPU goes on preparing the step meanwhile).
+ */
 function onDevice(t: Tensor, device: string): Tensor {
-  return t.device === device || (device === 'cuda' && t.device.startsWith('cuda')) ? t : t.to({ device });
+  if (t.device === device || (device === 'cuda' && t.device.startsWith('cuda'))) return t;
+  if (device.startsWith('cuda') && t.device === 'cpu') {
+    using pinned = t.pinMemory();
+    return pinned.to({ device, nonBlocking: true });
+  }
+  return t.to({ device });
 }
 
 /**
@@ -146,6 +157,15 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
   if (o.threads > 0) setNumThreads(o.threads);
   const dist = joinRunGroup(o, pickDevice(o.device)); // one process unless launched with --nproc / torchrun / srun
   const device = dist.device;
+  let amp: MixedPrecision;
+  try {
+    amp = new MixedPrecision(o.amp, device, o.fp16ScaleGrowth);
+  } catch (e) {
+    throw new OptionError('--amp', 'off or bf16 on this device', `${o.amp}: ${(e as Error).message}`);
+  }
+  if (o.amp === 'bf16' && !device.startsWith('cuda') && !cpuHasNativeBf16()) {
+    hooks.onMessage?.('warning: this CPU has no native bfloat16 (AVX-512 BF16 / AMX): --amp bf16 is emulated and slower than float32 here');
+  }
   const resuming = o.resumeId !== '';
   const runId = o.resumeId || o.runId || broadcastObject(newRunId());
   const runDir = path.join(o.checkpointsDir, runId);
@@ -225,6 +245,7 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
     noiseGen.setStateBytes(Buffer.from(mine.noiseGenerator, 'base64'));
     scheduleSampler.setState(snap.scheduleSampler);
     visIndices = snap.visIndices;
+    if (snap.lgLossScale !== undefined) amp.lgLossScale = snap.lgLossScale;
     hooks.onMessage?.(`resuming run ${runId} at step ${step}`);
   } else if (o.resumeCheckpoint) {
     const meta = loadModule(o.resumeCheckpoint, model);
@@ -290,6 +311,7 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
       scheduleSampler: scheduleSampler.getState(),
       visIndices,
       ...(ranks ? { worldSize: dist.worldSize, ranks } : {}),
+      ...(amp.scaling ? { lgLossScale: amp.lgLossScale } : {}),
     };
     writeJsonAtomic(path.join(runDir, checkpointFiles.state(label)), snap); // last: marks the set complete
     hooks.onMessage?.(`saved checkpoint ${checkpointFiles.model(label)}`);
@@ -459,7 +481,7 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
     const noise = onDevice(randn([B, K, C, H, W], noiseGen), device);
     const modelFn = (xt: Tensor, ts: Tensor) => model.forward({ x: xt, x0: x, timesteps: ts, frameIndices: fi, obsMask: obs, latentMask: lat });
     const lossMask = o.padWithRandomFrames ? obs.rsub(1) : lat;
-    const losses = trainDiffusion.trainingLosses(modelFn, x, t, { noise, latentMask: lossMask, evalMask: lat });
+    const losses = amp.forward(() => trainDiffusion.trainingLosses(modelFn, x, t, { noise, latentMask: lossMask, evalMask: lat }));
     const perVideo = losses.loss.toFloat64Array();
     const nan = perVideo.some((v) => Number.isNaN(v));
     if (dist.worldSize > 1 ? anyRank(nan) : nan) throw new FlexvidError(`Loss is nan at step ${step}${nan || dist.worldSize === 1 ? '' : ' (on another rank)'}.`);
@@ -486,14 +508,21 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
       });
       addMetric(k, s / vals.length);
     }
-    loss.backward();
+    amp.scaleLoss(loss).backward();
     averageGradients(model); // mean over ranks = gradient of the global-batch mean loss (no-op for one process)
+    if (amp.scaling) addMetric('lg_loss_scale', amp.lgLossScale);
+    if (!amp.unscaleGradients(model)) {
+      // fp16 overflow: the reference skips the step (and its EMA update) and lowers the scale
+      opt.zeroGrad();
+      return loss.item();
+    }
     const gn = o.clipGrad > 0 ? clipGradNorm(model, o.clipGrad) : gradNorm(model);
     addMetric('grad_norm', gn);
     if (o.lrAnnealSteps > 0) opt.setLr(o.lr * (1 - step / o.lrAnnealSteps));
     opt.step();
     opt.zeroGrad();
     ema.update();
+    amp.afterStep();
     return loss.item();
   }
 }

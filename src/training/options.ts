@@ -50,9 +50,9 @@ export const TRAIN_FLAGS: readonly FlagSpec[] = [
   { key: 'emaRate', type: 'string', default: '0.9999', help: 'comma-separated EMA rates', group: 'optim' },
   { key: 'clipGrad', type: 'float', default: 0, help: 'clip the global gradient norm to this value (0 = off)', group: 'optim' },
   { key: 'scheduleSampler', type: 'string', default: 'uniform', help: 'timestep sampler: uniform, loss-second-moment, edm, edm_<mean>_<std>', group: 'optim' },
-  { key: 'useFp16', type: 'bool', default: false, help: 'fp16 training (non-functional in the reference)', unsupported: 'the reference fp16 mode is broken (§4.5)', group: 'optim' },
-  { key: 'fp16ScaleGrowth', type: 'float', default: 1e-3, help: 'log2 loss-scale growth per good step (fp16)', group: 'optim' },
-  { key: 'amp', type: 'string', default: 'off', choices: ['off', 'bf16'], help: 'mixed precision (bf16 autocast); not implemented yet: only off', unsupported: 'bf16 autocast is not implemented yet', group: 'optim' },
+  { key: 'useFp16', type: 'bool', default: false, help: 'the reference\'s fp16 switch (non-functional there): use --amp instead', unsupported: 'the reference fp16 mode is broken (§4.5); use --amp fp16 (CUDA, with its loss scaling) or --amp bf16', group: 'optim' },
+  { key: 'fp16ScaleGrowth', type: 'float', default: 1e-3, help: 'log2 loss-scale growth per good step (--amp fp16)', group: 'optim' },
+  { key: 'amp', type: 'string', default: 'off', choices: ['off', 'bf16', 'fp16'], help: 'mixed precision: bf16 autocast (CPU with AVX-512 BF16/AMX, or CUDA; no loss scaling), fp16 autocast with dynamic loss scaling (CUDA); weights, optimiser and EMA stay float32', group: 'optim' },
   // run control
   { key: 'logInterval', type: 'int', default: 10, help: 'steps between metric flushes', group: 'run' },
   { key: 'saveInterval', type: 'int', default: 100000, help: 'steps between checkpoints', group: 'run' },
@@ -124,7 +124,7 @@ export type TrainOptions = {
   scheduleSampler: string;
   useFp16: boolean;
   fp16ScaleGrowth: number;
-  amp: 'off' | 'bf16';
+  amp: 'off' | 'bf16' | 'fp16';
   logInterval: number;
   saveInterval: number;
   sampleInterval: number;

@@ -45,3 +45,28 @@ test('cuda: seeded generators are reproducible and restorable', { skip }, () => 
     assert.deepEqual(E.randn([8], new E.Generator(3, 'cuda'), { device: 'cuda' }).toArray(), a);
   });
 });
+
+test('cuda: pinned host memory and asynchronous copies; fp16 and bf16 autocast', { skip }, () => {
+  E.tidy(() => {
+    const x = det([64, 32], 0.37, 0, 'float32');
+    const p = x.pinMemory();
+    assert.equal(p.isPinned(), true);
+    assert.equal(x.isPinned(), false);
+    const g = p.to({ device: 'cuda', nonBlocking: true });
+    assert.deepEqual(Array.from(g.toFloat32Array()), Array.from(x.toFloat32Array()));
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      const y = E.autocast('cuda', () => E.matmul(g, g.transpose(0, 1)), dtype);
+      assert.equal(y.dtype, dtype);
+      const exact = E.matmul(g, g.transpose(0, 1));
+      assert.ok(y.to({ dtype: 'float32' }).sub(exact).abs().max().item() / exact.abs().max().item() < 2e-2);
+    }
+  });
+});
+
+test('without CUDA: nothing is pinned and pinning fails with a libtorch error', { skip: E.cudaAvailable() ? 'a CUDA device is present' : false }, () => {
+  E.tidy(() => {
+    const x = E.zeros([4]);
+    assert.equal(x.isPinned(), false);
+    assert.throws(() => x.pinMemory(), E.TorchError);
+  });
+});
