@@ -11,7 +11,7 @@
  * the H·W positions — large GEMMs instead of many tiny per-position products, and the
  * `[B, T, T, C]` RPE tensors are never broadcast over positions.
  */
-import { batchedMatmul, cat, groupNorm, keep, linear, tidy, type Tensor } from '../engine/index.ts';
+import { batchedMatmul, cat, conv1d, groupNorm, keep, tidy, type Tensor } from '../engine/index.ts';
 import { Linear, Module, GroupNorm } from '../nn/index.ts';
 
 /**
@@ -119,6 +119,17 @@ class AttentionLayer extends Module {
   }
 
   /**
+   * A projection (`qkv` or `proj_out`) applied to channel-major rows: x `[N, Cin, L]` → `[N, Cout, L]`.
+   * Written as a 1×1 convolution so that activations never need transposing to `[N, L, C]`, and
+   * because oneDNN's convolution beats the BLAS GEMM of a linear layer here (≈ 40 % faster forward
+   * + backward for the qkv projections of the Balls config).
+   */
+  #project(x: Tensor, layer: Linear): Tensor {
+    const w = layer.param('weight');
+    return conv1d(x, w.view([w.size(0), w.size(1), 1]), layer.param('bias'));
+  }
+
+  /**
    * Spatial attention. Shape: h `[N, C, H, W]` → `[N, C, H, W]`; attends over the H·W positions
    * of each of the N frames, no mask, no RPE.
    */
@@ -129,42 +140,16 @@ class AttentionLayer extends Module {
       const nh = this.heads;
       const d = C / nh;
       const xn = this.norm.forward(h).reshape([N, C, L]); // GN over (channels-in-group × L) per frame
-      // Contiguous before the projection: on a transposed view libtorch's linear falls back to a
-      // bmm against the weight expanded over N, whose backward is a per-sample weight gradient
-      // [N, C, 3C] summed afterwards (measured 10× slower than one GEMM).
-      const xt = xn.transpose(1, 2).contiguous(); // [N, L, C]
-      const qkv = linear(xt, this.qkv.param('weight'), this.qkv.param('bias')); // [N, L, 3C]
-      const parts = qkv.view([N, L, 3, nh, d]).permute([2, 0, 3, 1, 4]); // [3, N, nh, L, d]
+      const qkv = this.#project(xn, this.qkv).view([N, 3, nh, d, L]); // channel = part·C + head·d + e
       // Scale q, not the logits: [N·nh, L, d] is L/d times smaller than [N·nh, L, L], in both passes.
-      const q = parts.select(0, 0).mul(1 / Math.sqrt(d)).reshape([N * nh, L, d]);
-      const k = parts.select(0, 1).reshape([N * nh, L, d]);
-      const v = parts.select(0, 2).reshape([N * nh, L, d]);
-      const logits = batchedMatmul(q, k.transpose(1, 2)); // [N·nh, L, L]
-      const attn = softmax32(logits);
-      const o = batchedMatmul(attn, v).view([N, nh, L, d]).permute([0, 2, 1, 3]).reshape([N, L, C]);
-      const y = linear(o, this.projOut.param('weight'), this.projOut.param('bias')).add(xt); // residual on GN(x)
-      return y.transpose(1, 2).reshape([N, C, H, W]);
+      const q = qkv.select(1, 0).transpose(2, 3).mul(1 / Math.sqrt(d)).reshape([N * nh, L, d]);
+      const k = qkv.select(1, 1).reshape([N * nh, d, L]);
+      const v = qkv.select(1, 2).transpose(2, 3).reshape([N * nh, L, d]);
+      const attn = softmax32(batchedMatmul(q, k)); // [N·nh, L(query), L(key)]
+      const o = batchedMatmul(attn, v).view([N, nh, L, d]).transpose(2, 3).reshape([N, C, L]);
+      const y = this.#project(o, this.projOut).add(xn); // residual on GN(x)
+      return y.view([N, C, H, W]);
     });
-  }
-
-  /**
-   * Shared front of both temporal forms: `[B·T, C, H, W]` → rows (b, p) of sequences over t,
-   * GroupNorm'd (`xt` `[B·P, T, C]`, the residual of §4.3 step 7) and projected (`qkv` `[B·P, T, 3C]`).
-   */
-  #temporalInput(h: Tensor, B: number, T: number): { xt: Tensor; qkv: Tensor; C: number; H: number; W: number; P: number; nh: number; d: number } {
-    const [, C, H, W] = h.shape as [number, number, number, number];
-    const P = H * W;
-    const x = h.view([B, T, C, P]).permute([0, 3, 2, 1]).reshape([B * P, C, T]);
-    const xn = groupNorm(x.to({ dtype: 'float32', copy: false }), 32, this.norm.param('weight'), this.norm.param('bias'), 1e-5); // float32 under autocast too
-    const xt = xn.transpose(1, 2).contiguous(); // contiguous: see spatial()
-    const qkv = linear(xt, this.qkv.param('weight'), this.qkv.param('bias'));
-    return { xt, qkv, C, H, W, P, nh: this.heads, d: C / this.heads };
-  }
-
-  /** Shared back of both temporal forms: project merged heads `[B·P, T, C]`, add `xt`, back to `[B·T, C, H, W]`. */
-  #temporalOutput(merged: Tensor, xt: Tensor, B: number, T: number, C: number, H: number, W: number): Tensor {
-    const y = linear(merged, this.projOut.param('weight'), this.projOut.param('bias')).add(xt);
-    return y.view([B, H * W, T, C]).permute([0, 2, 3, 1]).reshape([B * T, C, H, W]);
   }
 
   /**
@@ -174,10 +159,17 @@ class AttentionLayer extends Module {
   temporal(h: Tensor, ctx: TemporalContext): Tensor {
     return tidy(() => {
       const { B, T } = ctx;
-      const { xt, qkv, C, H, W, P, nh, d } = this.#temporalInput(h, B, T); // xt [B·P, T, C], qkv [B·P, T, 3C]
+      const [, C, H, W] = h.shape as [number, number, number, number];
+      const P = H * W;
+      const nh = this.heads;
+      const d = C / nh;
+      // rows (b, p) of sequences over t, channel-major: [B·P, C, T]
+      const x = h.reshape([B, T, C, P]).permute([0, 3, 2, 1]).reshape([B * P, C, T]);
+      const xn = groupNorm(x.to({ dtype: 'float32', copy: false }), 32, this.norm.param('weight'), this.norm.param('bias'), 1e-5); // float32 under autocast too; the residual of step 7
+      const qkv = this.#project(xn, this.qkv); // [B·P, 3C, T]
       const scale = 1 / Math.sqrt(d);
       // Work in layout [B, nh, T, P, d]: batched GEMMs over (b, h, frame) with P as the long side.
-      const parts = qkv.view([B, P, T, 3, nh, d]).permute([3, 0, 4, 2, 1, 5]); // [3, B, nh, T, P, d]
+      const parts = qkv.view([B, P, 3, nh, d, T]).permute([2, 0, 3, 5, 1, 4]); // [3, B, nh, T, P, d]
       const q = parts.select(0, 0).mul(scale).contiguous(); // scaled queries (§4.3 step 3)
       const k = parts.select(0, 1).contiguous();
       const v = parts.select(0, 2).contiguous();
@@ -213,9 +205,10 @@ class AttentionLayer extends Module {
         const o2 = batchedMatmul(aB, rvB).view([B, nh, T, P, d]).permute([0, 1, 3, 2, 4]);
         o = o.add(o2);
       }
-      // merge heads → [B·P, T, C] (channel = h·d + e), project, residual on the normalised input
-      const merged = o.permute([0, 2, 3, 1, 4]).reshape([B * P, T, C]);
-      return this.#temporalOutput(merged, xt, B, T, C, H, W);
+      // merge heads → [B·P, C, T] (channel = h·d + e), project, residual on the normalised input
+      const merged = o.permute([0, 2, 1, 4, 3]).reshape([B * P, C, T]);
+      const y = this.#project(merged, this.projOut).add(xn);
+      return y.view([B, P, C, T]).permute([0, 3, 2, 1]).reshape([B * T, C, H, W]);
     });
   }
 }
