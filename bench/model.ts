@@ -19,7 +19,6 @@ import { forwardGflopPerFrame } from '../src/model/flops.ts';
 import { GaussianDiffusion } from '../src/diffusion/gaussian-diffusion.ts';
 import { sampleHeun } from '../src/diffusion/samplers.ts';
 import { parseSampler, DEFAULT_SAMPLER, type HeunSamplerArgs } from '../src/diffusion/sampler-args.ts';
-import { withAmp } from '../src/sampling/pipeline.ts';
 import { findPython, median, Peer } from './lib/peer.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -63,7 +62,7 @@ function setup(caseName: string, amp: 'off' | 'bf16'): Bench {
         E.tidy(() => {
           const t = Array.from({ length: B }, () => Math.floor(Math.random() * 1000));
           const noise = E.randn(x0.shape, g);
-          const l = withAmp(amp, 'cpu', () => diffusion.trainingLosses(modelFn, x0, t, { noise, latentMask: lat, evalMask: lat }));
+          const l = E.withAmp(amp, 'cpu', () => diffusion.trainingLosses(modelFn, x0, t, { noise, latentMask: lat, evalMask: lat }));
           l.loss.mean().backward();
           opt.step();
           opt.zeroGrad();
@@ -81,7 +80,7 @@ function setup(caseName: string, amp: 'off' | 'bf16'): Bench {
   return {
     flops: 48 * fwdFlops,
     step() {
-      E.tidy(() => E.inferenceMode(() => withAmp(amp, 'cpu', () => sampleHeun(diffusion, modelFn, args, { x0, obsMask: obs, generator: g }))));
+      E.tidy(() => E.inferenceMode(() => E.withAmp(amp, 'cpu', () => sampleHeun(diffusion, modelFn, args, { x0, obsMask: obs, generator: g }))));
     },
     dispose() {
       model.dispose();

@@ -34,7 +34,7 @@ export * as distributed from './engine/distributed.ts';
 // sampling and evaluation
 export { sampleVideo, type SampleVideoOptions } from './sampling/pipeline.ts';
 export { createSamplingScheme, SCHEME_NAMES } from './sampling/schemes.ts';
-export { runSampling, type SampleRunOptions } from './experiments/sample-run.ts';
+export { runSampling, type SampleRunOptions, type EvalRunOptions } from './experiments/sample-run.ts';
 export { makeVideo } from './experiments/make-video.ts';
 export { runLoss } from './experiments/evaluate-loss.ts';
 export { runMinade } from './experiments/minade.ts';

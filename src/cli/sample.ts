@@ -11,13 +11,14 @@
  * `--sampling_scheme`, `--wandb_ids`, …) are accepted as hidden aliases. Boolean flags take an
  * optional value (`--clip-denoised false`, `--use-ddim`, yes/true/t/y/1, no/false/f/n/0).
  */
+import type { AmpMode } from '../engine/index.ts';
 import { Option, type Command } from 'commander';
 import { OptionError } from '../util/errors.ts';
 import { parseBool } from '../training/options.ts';
 import { startProgress } from './progress.ts';
 import type { ProgressFactory } from '../experiments/common.ts';
 import { parseIntList } from '../experiments/common.ts';
-import { OPTIMALITY_CHOICES, runSampling } from '../experiments/sample-run.ts';
+import { OPTIMALITY_CHOICES, runSampling, type EvalRunOptions } from '../experiments/sample-run.ts';
 import { makeVideo, VIDEO_FORMATS } from '../experiments/make-video.ts';
 import { runLoss } from '../experiments/evaluate-loss.ts';
 import { runMinade } from '../experiments/minade.ts';
@@ -102,6 +103,33 @@ function addCommonEvalFlags(cmd: Command): void {
 }
 
 /** Registers `flexvid sample`, `video`, `loss`, `minade` and `collect`. */
+/** The options of the flags {@link addCommonEvalFlags} adds, read back from commander's values. */
+function commonEvalOptions(checkpoint: string, o: Record<string, unknown>): EvalRunOptions {
+  return {
+    ...reporting(o.quiet as boolean | undefined),
+    checkpoint,
+    startIndex: o.startIndex as number,
+    stopIndex: required('--stop-index', o.stopIndex as number | undefined),
+    numSampledVideos: o.numSampledVideos as number | undefined,
+    batchSize: o.batchSize as number,
+    nObs: o.nObs as number,
+    T: o.T as number | undefined,
+    maxFrames: o.maxFrames as number | undefined,
+    maxLatentFrames: o.maxLatentFrames as number | undefined,
+    sampler: o.sampler as string,
+    evalOnTrain: o.evalOnTrain as boolean,
+    timestepRespacing: o.timestepRespacing as string,
+    device: o.device as string,
+    amp: o.amp as AmpMode,
+    evalDatasetConfig: o.evalDatasetConfig as EvalConfig,
+    lowerFrameRange: o.lowerFrameRange as number,
+    upperFrameRange: (o.upperFrameRange as number | undefined) ?? null,
+    decodeChunkSize: o.decodeChunkSize as number,
+    resultsDir: o.resultsDir as string,
+    seed: o.seed as number,
+  };
+}
+
 export function register(program: Command): void {
   const sample = program
     .command('sample')
@@ -124,35 +152,15 @@ export function register(program: Command): void {
   addFlag(sample, { name: 'just-visualize', arg: '', help: 'alias of --just-visualise' });
   sample.action(async (checkpoint: string, o) => {
     await runSampling({
-      ...reporting(o.quiet),
-      checkpoint,
-      startIndex: o.startIndex,
-      stopIndex: required('--stop-index', o.stopIndex as number | undefined),
-      numSampledVideos: o.numSampledVideos,
+      ...commonEvalOptions(checkpoint, o),
       samplingScheme: required('--sampling-scheme', o.samplingScheme as string | undefined, `one of ${SCHEME_NAMES.join(', ')}`),
-      batchSize: o.batchSize,
       evalDir: o.evalDir,
-      nObs: o.nObs,
-      T: o.T,
-      maxFrames: o.maxFrames,
-      maxLatentFrames: o.maxLatentFrames,
-      sampler: o.sampler,
       useDdim: o.useDdim,
-      evalOnTrain: o.evalOnTrain,
-      timestepRespacing: o.timestepRespacing,
       clipDenoised: o.clipDenoised,
       sampleIdx: o.sampleIdx,
       optimality: o.optimality,
-      device: o.device,
-      amp: o.amp as 'off' | 'bf16' | 'fp16',
-      evalDatasetConfig: o.evalDatasetConfig as EvalConfig,
-      lowerFrameRange: o.lowerFrameRange,
-      upperFrameRange: o.upperFrameRange ?? null,
-      decodeChunkSize: o.decodeChunkSize,
       justVisualise: Boolean(o.justVisualise || o.justVisualize),
-      resultsDir: o.resultsDir,
       lpipsWeights: o.lpipsWeights,
-      seed: o.seed,
       customClipPath: o.customClipPath,
       vaePath: o.vae,
       vaeDtype: o.vaeDtype,
@@ -211,29 +219,10 @@ export function register(program: Command): void {
   for (const f of lossFlags) addFlag(loss, f);
   loss.action(async (checkpoint: string, o) => {
     await runLoss({
-      ...reporting(o.quiet),
-      checkpoint,
-      startIndex: o.startIndex,
-      stopIndex: required('--stop-index', o.stopIndex as number | undefined),
-      numSampledVideos: o.numSampledVideos,
-      batchSize: o.batchSize,
+      ...commonEvalOptions(checkpoint, o),
       evalDir: o.evalDir,
-      nObs: o.nObs,
-      T: o.T,
-      maxFrames: o.maxFrames,
-      maxLatentFrames: o.maxLatentFrames,
-      sampler: o.sampler,
-      evalOnTrain: o.evalOnTrain,
-      timestepRespacing: o.timestepRespacing,
-      device: o.device,
-      amp: o.amp as 'off' | 'bf16' | 'fp16',
-      evalDatasetConfig: o.evalDatasetConfig as EvalConfig,
-      lowerFrameRange: o.lowerFrameRange,
-      upperFrameRange: o.upperFrameRange ?? null,
       trials: o.trials,
-      seed: o.seed,
       scheduleSampler: o.scheduleSampler,
-      resultsDir: o.resultsDir,
     });
   });
 

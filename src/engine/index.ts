@@ -10,4 +10,5 @@ export { type DType, itemSize, isFloating, MemoryFormat, type MemoryFormatName }
 
 /** Cores not busy with other work at start-up (the default thread count; see native.ts). */
 export { idleCores as defaultThreadCount } from './native.ts';
-export { profile, formatProfile, autocast, isAutocastEnabled, type ProfileRow, type AutocastDType } from './profile.ts';
+export { profile, formatProfile, type ProfileRow } from './profile.ts';
+export { autocast, isAutocastEnabled, ampDtype, withAmp, type AutocastDType, type AmpMode } from './autocast.ts';

@@ -1,6 +1,6 @@
 /**
  * Where does the time go? An operator-level profiler on libtorch's RecordFunction hooks (no
- * Kineto needed), and autocast (mixed precision) scopes.
+ * Kineto needed).
  */
 import { native } from './native.ts';
 
@@ -43,33 +43,4 @@ export function formatProfile(rows: ProfileRow[], wallMs: number, limit = 25): s
   const accounted = rows.reduce((s, r) => s + r.selfMs, 0);
   lines.push(`wall ${wallMs.toFixed(1)} ms, in operators ${accounted.toFixed(1)} ms (${((100 * accounted) / wallMs).toFixed(0)} %), the rest is JavaScript and the binding`);
   return lines.join('\n');
-}
-
-/** Lower-precision types autocast can run operators in. */
-export type AutocastDType = 'bfloat16' | 'float16';
-
-/**
- * Run `fn` with autocast on `device`: matmuls and convolutions run in `dtype` (bf16 by default),
- * reductions and losses stay float32, as torch.autocast does. Nested scopes restore the outer
- * state. bf16 on CPU needs AVX-512 BF16 or AMX to be faster than float32; it is always correct.
- */
-export function autocast<T>(device: 'cpu' | 'cuda', fn: () => T, dtype: AutocastDType = 'bfloat16'): T {
-  const prev = native.isAutocast(device);
-  const prevDtype = autocastDtype[device];
-  native.setAutocast(device, true, dtype);
-  autocastDtype[device] = dtype;
-  try {
-    return fn();
-  } finally {
-    native.setAutocast(device, prev, prevDtype);
-    autocastDtype[device] = prevDtype;
-  }
-}
-
-/** The autocast type last set per device (libtorch has no getter in every version). */
-const autocastDtype: Record<'cpu' | 'cuda', AutocastDType> = { cpu: 'bfloat16', cuda: 'float16' };
-
-/** Is autocast on for `device` right now? */
-export function isAutocastEnabled(device: 'cpu' | 'cuda'): boolean {
-  return native.isAutocast(device);
 }

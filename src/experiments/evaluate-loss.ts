@@ -11,45 +11,27 @@
  * `<eval dir>/loss-<trials>.txt` (`%.18e`).
  */
 import * as path from 'node:path';
-import { arange, Generator, inferenceMode, randn, tensor, tidy } from '../engine/index.ts';
+import { arange, Generator, inferenceMode, randn, tensor, tidy, withAmp } from '../engine/index.ts';
 import { createScheduleSampler } from '../diffusion/schedule-sampler.ts';
 import { DEFAULT_SAMPLER } from '../diffusion/sampler-args.ts';
-import type { EvalConfig } from '../data/datasets.ts';
 import { metricFileNames, writeMetricFile } from '../metrics/results.ts';
 import { loadModelCheckpoint } from '../training/checkpoint.ts';
 import { collectStages, createSamplingScheme } from '../sampling/schemes.ts';
-import { stageLayout, stageModelFn, withAmp } from '../sampling/pipeline.ts';
+import { stageLayout, stageModelFn } from '../sampling/pipeline.ts';
 import { NumpyRandomState } from '../util/mt19937.ts';
 import { FlexvidError, OptionError } from '../util/errors.ts';
-import { noProgress, openEvalDataset, type Reporting } from './common.ts';
-import { loadBatch, readCheckpointDescription, resolveEvalSettings } from './sample-run.ts';
+import { noProgress, openEvalDataset } from './common.ts';
+import { loadBatch, readCheckpointDescription, resolveEvalSettings, type EvalRunOptions } from './sample-run.ts';
 
 /** Options of {@link runLoss} (§8.5 flags). */
-export interface LossOptions extends Reporting {
-  checkpoint: string;
-  startIndex?: number;
-  stopIndex: number;
-  numSampledVideos?: number;
-  batchSize?: number;
+export interface LossOptions extends EvalRunOptions {
   /**
    * Output directory, used as is (as the reference). Default: the eval dir `flexvid sample` would
    * use for the `autoreg` scheme with the same flags.
    */
   evalDir?: string;
-  nObs?: number;
-  T?: number;
-  maxFrames?: number;
-  maxLatentFrames?: number;
   /** Only names the results folder when `evalDir` is not given (the reference only sets use_ddim). */
   sampler?: string;
-  evalOnTrain?: boolean;
-  timestepRespacing?: string;
-  device?: string;
-  /** Mixed precision of the model calls (default off; see sampleVideo). */
-  amp?: 'off' | 'bf16' | 'fp16';
-  evalDatasetConfig?: EvalConfig;
-  lowerFrameRange?: number;
-  upperFrameRange?: number | null;
   /** Accepted for compatibility (unused, as in the reference). */
   decodeChunkSize?: number;
   /** Noise levels per stage (default 10). */
@@ -58,8 +40,6 @@ export interface LossOptions extends Reporting {
   seed?: number;
   /** Schedule sampler name (default: the checkpoint's `--schedule-sampler`, else uniform). */
   scheduleSampler?: string;
-  /** Results root when `evalDir` is not given (default `results`). */
-  resultsDir?: string;
 }
 
 /** What {@link runLoss} computed. */
@@ -108,7 +88,7 @@ export async function runLoss(o: LossOptions): Promise<LossResult> {
       const num = new Float64Array(B);
       const den = new Float64Array(B);
       tidy(() =>
-        inferenceMode(() => {
+        inferenceMode(() => withAmp(o.amp ?? 'off', s.device, () => {
           const videos = loadBatch(dataset, indices, s.device);
           const scheme = createSamplingScheme('autoreg', { videoLength: s.T, numObs: s.nObs, maxFrames: s.maxFrames, stepSize: s.stepSize, batchSize: B });
           for (const stage of scheme) {
@@ -127,7 +107,7 @@ export async function runLoss(o: LossOptions): Promise<LossResult> {
               for (let trial = 0; trial < trials; trial++) {
                 const draw = scheduleSampler.sample(B, rng);
                 const noise = randn(x.shape, generator, { device: s.device });
-                const losses = withAmp(o.amp ?? 'off', x.device, () => diffusion.trainingLosses(modelFn, x, draw.t, { noise, latentMask, evalMask: latentMask }));
+                const losses = diffusion.trainingLosses(modelFn, x, draw.t, { noise, latentMask, evalMask: latentMask });
                 const l = losses.loss.toFloat64Array();
                 for (let b = 0; b < B; b++) acc[b]! += l[b]! * Math.fround(draw.weights[b]!);
               }
@@ -139,7 +119,7 @@ export async function runLoss(o: LossOptions): Promise<LossResult> {
             }
             bar.update(perVideo.length * stagesPerVideo + (stage.step + 1) * B, `videos ${indices[0]}…${indices[B - 1]}`);
           }
-        }),
+        })),
       );
       for (let b = 0; b < B; b++) perVideo.push(num[b]! / den[b]!);
     }

@@ -20,7 +20,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Generator, tensor, tidy, type DType, type Tensor } from '../engine/index.ts';
+import { Generator, tensor, tidy, type AmpMode, type DType, type Tensor } from '../engine/index.ts';
 import { writeNpy } from '../data/npy.ts';
 import { resolveDataset } from '../data/registry.ts';
 import type { WindowDataset } from '../data/views.ts';
@@ -42,8 +42,8 @@ import { loadFrameEmbedder, MODEL_CONFIG_FILE, noProgress, openEvalDataset, reso
 /** `--optimality` choices (§7.1). */
 export const OPTIMALITY_CHOICES = ['linspace-t', 'random-t', 'linspace-t-force-nearby', 'random-t-force-nearby'] as const;
 
-/** Options of {@link runSampling}: every flag of `video_sample.py` (§7.1) plus flexvid's own. */
-export interface SampleRunOptions extends Reporting {
+/** Options `sample` and `loss` share: which checkpoint, which items of which view, how to run the model. */
+export interface EvalRunOptions extends Reporting {
   /** A `model…`/`ema_…` checkpoint file. */
   checkpoint: string;
   /** First dataset item (default 0). */
@@ -52,12 +52,8 @@ export interface SampleRunOptions extends Reporting {
   stopIndex: number;
   /** `n_data` of spaced evaluation views (default stop − start). */
   numSampledVideos?: number;
-  /** One of §7.3's schemes. */
-  samplingScheme: string;
-  /** Videos per sampling batch (default 8). */
+  /** Videos per batch (default 8). */
   batchSize?: number;
-  /** Overrides the model results folder (the identifier is still appended). */
-  evalDir?: string;
   /** Observed leading frames (default 36). */
   nObs?: number;
   /** Video length (default: the dataset's T; the resolved value goes into the identifier). */
@@ -68,27 +64,39 @@ export interface SampleRunOptions extends Reporting {
   maxLatentFrames?: number;
   /** Sampler string (default the reference's Heun string). */
   sampler?: string;
-  /** Stored in model_config.json only. */
-  useDdim?: boolean;
-  /** Sample from the train stream. */
+  /** Use the train stream. */
   evalOnTrain?: boolean;
   /** §5.8 respacing of the sampling chain (default ""). */
   timestepRespacing?: string;
+  /** cpu, cuda, cuda:N, auto (default auto). */
+  device?: string;
+  /** Mixed precision of the model calls (default off; see sampleVideo). */
+  amp?: AmpMode;
+  evalDatasetConfig?: EvalConfig;
+  lowerFrameRange?: number;
+  upperFrameRange?: number | null;
+  /** Frames per VAE decoder call for latent models (default 10, the reference's `--decode_chunk_size`). */
+  decodeChunkSize?: number;
+  /** Root of the results tree (default `results`). */
+  resultsDir?: string;
+  /** Base seed of the noise (default 0). */
+  seed?: number;
+}
+
+/** Options of {@link runSampling}: every flag of `video_sample.py` (§7.1) plus flexvid's own. */
+export interface SampleRunOptions extends EvalRunOptions {
+  /** One of §7.3's schemes. */
+  samplingScheme: string;
+  /** Overrides the model results folder (the identifier is still appended). */
+  evalDir?: string;
+  /** Stored in model_config.json only. */
+  useDdim?: boolean;
   /** Clamp x̂0 (default true; forced false for latent models). */
   clipDenoised?: boolean;
   /** File-name suffix k; also seeds the noise (§10.3 #36). */
   sampleIdx?: number;
   /** `--optimality`: use `optimal_schedule.json` of the eval dir. */
   optimality?: string;
-  /** cpu, cuda, cuda:N, auto (default auto). */
-  device?: string;
-  /** Mixed precision of the model calls (default off; see sampleVideo). */
-  amp?: 'off' | 'bf16' | 'fp16';
-  evalDatasetConfig?: EvalConfig;
-  lowerFrameRange?: number;
-  upperFrameRange?: number | null;
-  /** Frames per VAE decoder call for latent models (default 10, the reference's `--decode_chunk_size`). */
-  decodeChunkSize?: number;
   /** `--vae`: the SDXL VAE weights (file or folder) for latent models (else `$FLEXVID_VAE`). */
   vaePath?: string;
   /** `--vae-dtype` (default auto: float16 on CUDA, float32 on the CPU). */
@@ -97,12 +105,8 @@ export interface SampleRunOptions extends Reporting {
   vae?: AutoencoderKL;
   /** Only write the stage-schedule picture `<eval dir>/schedule.png`. */
   justVisualise?: boolean;
-  /** Root of the results tree (default `results`). */
-  resultsDir?: string;
   /** LPIPS weights for adaptive schemes (else `$FLEXVID_LPIPS_WEIGHTS`). */
   lpipsWeights?: string;
-  /** Base seed mixed into every batch's noise seed (default 0). */
-  seed?: number;
   /** [c6f25f7] PLAICraft custom clip folder. */
   customClipPath?: string;
   /** Test hook / library use: an embedder instead of loading LPIPS. */

@@ -11,7 +11,7 @@
  * the H·W positions — large GEMMs instead of many tiny per-position products, and the
  * `[B, T, T, C]` RPE tensors are never broadcast over positions.
  */
-import { batchedMatmul, cat, conv1d, groupNorm, keep, tidy, type Tensor } from '../engine/index.ts';
+import { batchedMatmul, cat, conv1d, keep, tidy, type Tensor } from '../engine/index.ts';
 import { Linear, Module, GroupNorm } from '../nn/index.ts';
 
 /**
@@ -165,7 +165,7 @@ class AttentionLayer extends Module {
       const d = C / nh;
       // rows (b, p) of sequences over t, channel-major: [B·P, C, T]
       const x = h.reshape([B, T, C, P]).permute([0, 3, 2, 1]).reshape([B * P, C, T]);
-      const xn = groupNorm(x.to({ dtype: 'float32', copy: false }), 32, this.norm.param('weight'), this.norm.param('bias'), 1e-5); // float32 under autocast too; the residual of step 7
+      const xn = this.norm.forward(x); // per (b, p) row over (channels-in-group × T); float32 under autocast; the residual of step 7
       const qkv = this.#project(xn, this.qkv); // [B·P, 3C, T]
       const scale = 1 / Math.sqrt(d);
       // Work in layout [B, nh, T, P, d]: batched GEMMs over (b, h, frame) with P as the long side.

@@ -21,7 +21,7 @@
  * This module is engine-level library code: it prints nothing (progress goes through callbacks)
  * and has no file I/O; `flexvid sample` (`src/experiments/sample-run.ts`) wraps it.
  */
-import { adopt, arange, autocast, Generator, inferenceMode, keep, tensor, tidy, zerosLike, type Tensor } from '../engine/index.ts';
+import { adopt, arange, Generator, inferenceMode, keep, tensor, tidy, withAmp, zerosLike, type AmpMode, type Tensor } from '../engine/index.ts';
 import type { GaussianDiffusion, ModelFn } from '../diffusion/gaussian-diffusion.ts';
 import { parseSampler, DEFAULT_SAMPLER, type SamplerArgs } from '../diffusion/sampler-args.ts';
 import { sampleWith } from '../diffusion/samplers.ts';
@@ -67,7 +67,7 @@ export interface SampleVideoOptions {
   /** Clamp x̂0 to [-1, 1] (default true; false for latent models). */
   clipDenoised?: boolean;
   /** Mixed precision of the model calls: bf16 autocast (CPU with AVX-512 BF16/AMX, or CUDA), fp16 (CUDA). Default off. */
-  amp?: 'off' | 'bf16' | 'fp16';
+  amp?: AmpMode;
   /** Source of all sampler noise (reproducible sampling). */
   generator?: Generator;
   /** Frame embedder, required by the adaptive schemes. */
@@ -150,18 +150,6 @@ function prefixMask(B: number, k: number, nOnes: number, device: string, invert 
  */
 export function stageModelFn(model: VideoDenoiser, inputs: { x0: Tensor; frameIndices: Tensor; obsMask: Tensor; latentMask: Tensor }): ModelFn {
   return (x, t) => model.forward({ x, x0: inputs.x0, timesteps: t, frameIndices: inputs.frameIndices, obsMask: inputs.obsMask, latentMask: inputs.latentMask });
-}
-
-/**
- * Run `fn` (model calls of a whole sampling stage or evaluation) under autocast: `amp` bf16/fp16 on
- * `device`'s type; `fn` as is when off. One scope for many model calls on purpose: libtorch caches
- * the low-precision copies of the weights until the scope ends.
- */
-export function withAmp<T>(amp: 'off' | 'bf16' | 'fp16', device: string, fn: () => T): T {
-  if (amp === 'off') return fn();
-  const kind = device.startsWith('cuda') ? 'cuda' : 'cpu';
-  if (amp === 'fp16' && kind === 'cpu') throw new OptionError('--amp', 'off or bf16 on a CPU (libtorch autocasts CPU operators to bfloat16 only)', amp);
-  return autocast(kind, fn, amp === 'fp16' ? 'float16' : 'bfloat16');
 }
 
 /** Scheme options shared by {@link sampleVideo} and {@link planStages}. */

@@ -7,10 +7,8 @@
  * s −= 1, otherwise the gradients are unscaled, the step taken and s += --fp16-scale-growth.
  */
 import * as fs from 'node:fs';
-import { autocast, noGrad, tidy, type Tensor } from '../engine/index.ts';
+import { ampDtype, noGrad, tidy, withAmp, type AmpMode, type Tensor } from '../engine/index.ts';
 import type { Module } from '../nn/index.ts';
-
-export type AmpMode = 'off' | 'bf16' | 'fp16';
 
 /** The reference's initial log2 loss scale. */
 export const INITIAL_LG_LOSS_SCALE = 20;
@@ -29,13 +27,7 @@ export class MixedPrecision {
     readonly device: string,
     readonly growth = 1e-3,
   ) {
-    if (mode === 'fp16' && !device.startsWith('cuda')) {
-      throw new RangeError(`--amp fp16 needs a CUDA device (libtorch autocasts CPU operators to bfloat16 only); on ${device} use --amp bf16`);
-    }
-  }
-
-  get enabled(): boolean {
-    return this.mode !== 'off';
+    ampDtype(mode, device); // refuses fp16 on a CPU, naming --amp
   }
 
   get scaling(): boolean {
@@ -44,8 +36,7 @@ export class MixedPrecision {
 
   /** Run the forward pass (model + losses) under autocast when enabled. */
   forward<T>(fn: () => T): T {
-    if (!this.enabled) return fn();
-    return autocast(this.device.startsWith('cuda') ? 'cuda' : 'cpu', fn, this.mode === 'fp16' ? 'float16' : 'bfloat16');
+    return withAmp(this.mode, this.device, fn);
   }
 
   /** The loss to differentiate: `loss · 2^s` with fp16 scaling, else `loss` itself. */

@@ -157,12 +157,7 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
   if (o.threads > 0) setNumThreads(o.threads);
   const dist = joinRunGroup(o, pickDevice(o.device)); // one process unless launched with --nproc / torchrun / srun
   const device = dist.device;
-  let amp: MixedPrecision;
-  try {
-    amp = new MixedPrecision(o.amp, device, o.fp16ScaleGrowth);
-  } catch (e) {
-    throw new OptionError('--amp', 'off or bf16 on this device', `${o.amp}: ${(e as Error).message}`);
-  }
+  const amp = new MixedPrecision(o.amp, device, o.fp16ScaleGrowth);
   if (o.amp === 'bf16' && !device.startsWith('cuda') && !cpuHasNativeBf16()) {
     hooks.onMessage?.('warning: this CPU has no native bfloat16 (AVX-512 BF16 / AMX): --amp bf16 is emulated and slower than float32 here');
   }

@@ -3,6 +3,7 @@
  * plus flexvid's own, described once in a table that drives the CLI (`--help`, kebab-case with
  * snake_case aliases), `--config run.json` files and validation.
  */
+import type { AmpMode } from '../engine/index.ts';
 import { OptionError } from '../util/errors.ts';
 import { resolveUNetConfig, type UNetConfig } from '../model/config.ts';
 import type { DiffusionConfig } from '../diffusion/gaussian-diffusion.ts';
@@ -124,7 +125,7 @@ export type TrainOptions = {
   scheduleSampler: string;
   useFp16: boolean;
   fp16ScaleGrowth: number;
-  amp: 'off' | 'bf16' | 'fp16';
+  amp: AmpMode;
   logInterval: number;
   saveInterval: number;
   sampleInterval: number;
