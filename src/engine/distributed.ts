@@ -269,26 +269,22 @@ export function planBuckets(tensors: readonly { numel: number; dtype: Tensor['dt
 }
 
 /**
- * Average tensors across ranks, in place: `t ← (Σ_ranks t) / worldSize`. Tensors are flattened
- * into buckets of ~`bucketBytes` (one all-reduce each), the way DistributedDataParallel reduces
- * gradients. A bucket of one contiguous tensor is reduced in place without a copy.
+ * Apply an in-place collective to `tensors` bucket by bucket (~`bucketBytes` each, planned by
+ * {@link planBuckets}): once per bucket on a flat copy whose result is written back, or on the
+ * tensor itself when a bucket is a single contiguous tensor.
  */
-export function allReduceMean(tensors: readonly Tensor[], opts: { bucketBytes?: number } = {}): void {
-  if (!isDistributed() || tensors.length === 0) return;
-  const n = worldSize();
+function forEachBucket(tensors: readonly Tensor[], bucketBytes: number, collective: (flat: Tensor) => void): void {
   const metas = tensors.map((t) => ({ numel: t.numel, dtype: t.dtype, device: t.device }));
-  for (const idx of planBuckets(metas, opts.bucketBytes ?? DEFAULT_BUCKET_BYTES)) {
+  for (const idx of planBuckets(metas, bucketBytes)) {
     tidy(() =>
       noGrad(() => {
         const members = idx.map((i) => tensors[i]!);
         if (members.length === 1 && members[0]!.isContiguous()) {
-          allReduce(members, 'sum');
-          members[0]!.div_(n);
+          collective(members[0]!);
           return;
         }
-        const flat = cat(members.map((t) => t.reshape([-1])));
-        allReduce([flat], 'sum');
-        flat.div_(n);
+        const flat = cat(members.map((t) => t.detach().reshape([-1])));
+        collective(flat);
         let off = 0;
         for (const t of members) {
           t.copy_(flat.narrow(0, off, t.numel).view(t.shape));
@@ -297,6 +293,20 @@ export function allReduceMean(tensors: readonly Tensor[], opts: { bucketBytes?: 
       }),
     );
   }
+}
+
+/**
+ * Average tensors across ranks, in place: `t ← (Σ_ranks t) / worldSize`. Tensors are flattened
+ * into buckets of ~`bucketBytes` (one all-reduce each), the way DistributedDataParallel reduces
+ * gradients. A bucket of one contiguous tensor is reduced in place without a copy.
+ */
+export function allReduceMean(tensors: readonly Tensor[], opts: { bucketBytes?: number } = {}): void {
+  if (!isDistributed() || tensors.length === 0) return;
+  const n = worldSize();
+  forEachBucket(tensors, opts.bucketBytes ?? DEFAULT_BUCKET_BYTES, (flat) => {
+    allReduce([flat], 'sum');
+    flat.div_(n);
+  });
 }
 
 /** Parameters of a module-like object or a plain list. */
@@ -315,25 +325,7 @@ export function broadcastParameters(src: ParameterSource, opts: { root?: number;
   if (!isDistributed()) return;
   const tensors = [...paramsOf(src), ...(opts.extra ?? [])];
   const root = opts.root ?? 0;
-  const metas = tensors.map((t) => ({ numel: t.numel, dtype: t.dtype, device: t.device }));
-  for (const idx of planBuckets(metas, opts.bucketBytes ?? DEFAULT_BUCKET_BYTES)) {
-    tidy(() =>
-      noGrad(() => {
-        const members = idx.map((i) => tensors[i]!);
-        if (members.length === 1 && members[0]!.isContiguous()) {
-          broadcast(members, root);
-          return;
-        }
-        const flat = cat(members.map((t) => t.detach().reshape([-1])));
-        broadcast([flat], root);
-        let off = 0;
-        for (const t of members) {
-          t.copy_(flat.narrow(0, off, t.numel).view(t.shape));
-          off += t.numel;
-        }
-      }),
-    );
-  }
+  forEachBucket(tensors, opts.bucketBytes ?? DEFAULT_BUCKET_BYTES, (flat) => broadcast([flat], root));
 }
 
 /**
