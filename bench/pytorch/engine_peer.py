@@ -15,11 +15,12 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
+
+from peer_serve import serve
 
 
 def param(shape, g, scale):
@@ -74,23 +75,6 @@ def attention_case(B, L, C=128, heads=4):
 CASES = {"conv": conv_case, "attn-temporal": attention_case(2560, 10), "attn-spatial": attention_case(20, 256)}
 
 
-def serve(threads):
-    print(json.dumps({"torch": torch.__version__, "threads": threads}), flush=True)
-    step = None
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        if cmd["cmd"] == "setup":
-            step = None
-            step = CASES[cmd["case"]]()
-            print(json.dumps({"ok": True}), flush=True)
-        elif cmd["cmd"] == "step":
-            t0 = time.perf_counter()
-            step()
-            print(json.dumps({"ms": (time.perf_counter() - t0) * 1000}), flush=True)
-        elif cmd["cmd"] == "quit":
-            break
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
@@ -101,7 +85,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.serve:
-        serve(a.threads)
+        serve(a.threads, lambda case: CASES[case]())
         return
     results = []
     for name in a.cases.split(","):

@@ -1,16 +1,13 @@
 """PyTorch peer of bench/model.ts: the same training step and sampling stage with the
 spec-derived U-Net of fdm_unet.py (einsum attention, as in the reference's formulation).
---serve: one JSON command per line ({"cmd": "setup", "case": ...} | {"cmd": "step"} | {"cmd": "quit"}),
-one JSON answer per line."""
+--serve: the JSON-lines protocol of peer_serve.py."""
 import argparse
-import json
 import math
-import sys
-import time
 
 import torch
 
 from fdm_unet import UNetVideo
+from peer_serve import serve
 
 CONFIGS = {
     "balls": dict(image_size=32, mc=64, num_res_blocks=1, B=2, T=10, n_obs=5),
@@ -69,23 +66,6 @@ def setup(case, sample_calls, amp="off"):
     return stage
 
 
-def serve(threads, sample_calls, amp):
-    print(json.dumps({"torch": torch.__version__, "threads": threads}), flush=True)
-    step = None
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        if cmd["cmd"] == "setup":
-            step = None
-            step = setup(cmd["case"], sample_calls, amp)
-            print(json.dumps({"ok": True}), flush=True)
-        elif cmd["cmd"] == "step":
-            t0 = time.perf_counter()
-            step()
-            print(json.dumps({"ms": (time.perf_counter() - t0) * 1000}), flush=True)
-        elif cmd["cmd"] == "quit":
-            break
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -94,4 +74,4 @@ if __name__ == "__main__":
     ap.add_argument("--amp", choices=["off", "bf16"], default="off")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    serve(a.threads, a.sample_calls, a.amp)
+    serve(a.threads, lambda case: setup(case, a.sample_calls, a.amp))
