@@ -610,8 +610,8 @@ Napi::Value IsInferenceTensor(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------------------------------------
 // Operator profiler: a RecordFunction callback that sums wall time per operator (optionally
 // per operator and input shapes). Self time excludes nested operators (aten::linear -> aten::mm),
-// so the table adds up to the profiled wall time. Used by `--profile` and bench/ to see where a
-// training step goes without Kineto.
+// so the table adds up to the profiled wall time. Behind `E.profile` (and the model benchmark's
+// `--profile`): where a training step goes, without Kineto.
 
 struct ProfEntry {
   int64_t calls = 0;
