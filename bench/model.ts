@@ -9,6 +9,8 @@
  * Usage: npm run bench -- model [--cases balls-train,balls-sample,maze-train,maze-sample] [--reps 3] [--threads 2] [--no-pytorch]
  *        [--amp bf16]                     (forward passes under bf16 autocast, ours and the peer's)
  *        [--profile] [--profile-shapes]   (print an operator profile of one step per case, to stderr)
+ *        [--peer-layout spec|reference]   (the peer's attention: einsums written from the spec (default), or
+ *                                          the reference implementation's operation order; equal results)
  */
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -100,9 +102,11 @@ export async function run(args: string[]): Promise<void> {
   const threads = Number(flag(args, 'threads', '2'));
   const amp = flag(args, 'amp', 'off');
   if (amp !== 'off' && amp !== 'bf16') throw new Error(`--amp: expected off or bf16, got ${amp}`);
+  const peerLayout = flag(args, 'peer-layout', 'spec');
+  if (peerLayout !== 'spec' && peerLayout !== 'reference') throw new Error(`--peer-layout: expected spec or reference, got ${peerLayout}`);
   E.setNumThreads(threads);
   const python = args.includes('--no-pytorch') ? null : findPython();
-  const peer = python ? new Peer(python, path.join(here, 'pytorch', 'model_peer.py'), threads, ['--amp', amp]) : null;
+  const peer = python ? new Peer(python, path.join(here, 'pytorch', 'model_peer.py'), threads, ['--amp', amp, '--layout', peerLayout]) : null;
   const torchInfo = peer ? await peer.next() : null;
   const rows: { case: string; ms: number; gflops: number; pct_peak: number; pytorch_ms?: number; ratio_vs_pytorch?: number }[] = [];
   for (const name of cases) {
@@ -141,7 +145,7 @@ export async function run(args: string[]): Promise<void> {
     process.stderr.write(`${name}: ${row.ms} ms${peer ? ` (PyTorch ${row.pytorch_ms} ms, ratio ${row.ratio_vs_pytorch})` : ''}\n`);
   }
   peer?.close();
-  console.log(`model benchmark — ${threads} thread(s)${amp === 'off' ? '' : `, ${amp} autocast`}, libtorch ${E.torchVersion()}${torchInfo ? `, PyTorch peer ${torchInfo.torch}` : ', no PyTorch peer'}`);
+  console.log(`model benchmark — ${threads} thread(s)${amp === 'off' ? '' : `, ${amp} autocast`}, libtorch ${E.torchVersion()}${torchInfo ? `, PyTorch peer ${torchInfo.torch} (${peerLayout} attention layout)` : ', no PyTorch peer'}`);
   console.log(`${'case'.padEnd(14)} ${'ms'.padStart(8)} ${'GFLOP/s'.padStart(8)} ${'% peak'.padStart(7)} ${'PyTorch ms'.padStart(11)} ${'ratio'.padStart(6)}`);
   for (const r of rows) {
     console.log(`${r.case.padEnd(14)} ${String(r.ms).padStart(8)} ${String(r.gflops).padStart(8)} ${String(r.pct_peak).padStart(7)} ${String(r.pytorch_ms ?? '-').padStart(11)} ${String(r.ratio_vs_pytorch ?? '-').padStart(6)}`);

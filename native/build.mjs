@@ -25,7 +25,7 @@ const hash = createHash('sha256');
 for (const f of fs.readdirSync(here).sort()) {
   if (/\.(cc|h|gyp|mjs)$/.test(f)) hash.update(f).update(fs.readFileSync(path.join(here, f)));
 }
-hash.update(JSON.stringify(torch)).update(process.version).update(process.env.FLEXVID_NCCL ?? '');
+hash.update(JSON.stringify(torch)).update(process.version).update(process.env.FLEXVID_NCCL ?? '').update(process.env.FLEXVID_DNNL ?? '');
 const stamp = hash.digest('hex');
 
 const force = process.argv.includes('--force');

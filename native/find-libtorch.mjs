@@ -63,7 +63,18 @@ function describe(source, includes, libdir, abi) {
   const libs = ['c10', 'torch_cpu', 'torch'].filter(has);
   // CUDA builds: linking these (with --no-as-needed) registers the CUDA kernels and hooks.
   const cuda = ['c10_cuda', 'torch_cuda'].filter(has);
-  return { source, includes, libdir, libs: [...libs, ...cuda], cuda: cuda.length > 0, abi };
+  return { source, includes, libdir, libs: [...libs, ...cuda], cuda: cuda.length > 0, abi, dnnl: dnnlBuild(source, libdir) };
+}
+
+/**
+ * The Winograd convolution (native/winograd.cc) calls oneDNN directly. It is compiled only against
+ * the system libtorch, whose oneDNN is the shared libdnnl.so of the same folder, and only when that
+ * library's headers are installed (Debian: libdnnl-dev): linking a second oneDNN next to a PyTorch
+ * build's private copy is not worth the risk. FLEXVID_DNNL=0 turns it off.
+ */
+function dnnlBuild(source, libdir) {
+  if (process.env.FLEXVID_DNNL === '0' || source !== 'system libtorch-dev') return false;
+  return fs.existsSync('/usr/include/oneapi/dnnl/dnnl.hpp') && fs.existsSync(path.join(libdir, 'libdnnl.so'));
 }
 
 /**
@@ -85,9 +96,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const what = process.argv[2] ?? 'json';
     if (what === 'json') console.log(JSON.stringify(t, null, 2));
     else if (what === 'libdirs') console.log(t.libdir);
-    else if (what === 'libs') console.log(['-Wl,--no-as-needed', ...t.libs.map((l) => `-l${l}`), '-Wl,--as-needed'].join(' '));
+    else if (what === 'libs') console.log(['-Wl,--no-as-needed', ...t.libs.map((l) => `-l${l}`), ...(t.dnnl ? ['-ldnnl'] : []), '-Wl,--as-needed'].join(' '));
     else if (what === 'rpath') console.log(`-Wl,-rpath,${t.libdir}`);
-    else if (what === 'defines') console.log([`_GLIBCXX_USE_CXX11_ABI=${t.abi}`, ...ncclBuild(t).defines].join(' '));
+    else if (what === 'defines') console.log([`_GLIBCXX_USE_CXX11_ABI=${t.abi}`, ...ncclBuild(t).defines, ...(t.dnnl ? ['FLEXVID_DNNL'] : [])].join(' '));
     else if (what === 'include') console.log([...t.includes, ...ncclBuild(t).includes].join(' '));
     else throw new Error(`unknown query ${what}`);
   } catch (e) {

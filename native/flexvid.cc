@@ -38,6 +38,10 @@
 #include <unordered_set>
 #include <vector>
 
+namespace flexvid {
+bool HasWinogradConv();  // winograd.cc: is the oneDNN Winograd 3×3 convolution compiled in?
+}
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -820,6 +824,7 @@ Napi::Value Version(const Napi::CallbackInfo& info) {
   out.Set("mkldnn", at::hasMKLDNN());
   out.Set("openmp", at::hasOpenMP());
   out.Set("parallel", at::get_parallel_info());
+  out.Set("winogradConv", flexvid::HasWinogradConv());
   return out;
 }
 

@@ -2,7 +2,8 @@
 # One idempotent set-up step, run first by both `npm run demo` and `npm test`:
 #   1. libtorch: LIBTORCH / LIBTORCH_USE_PYTORCH=1 / system libtorch-dev (installed via apt when root)
 #   2. npm dependencies (npm ci) when node_modules is missing or older than package-lock.json
-#   3. Gloo headers (libgloo-dev) for multi-process training with the system libtorch (c10d)
+#   3. Gloo headers (libgloo-dev) for multi-process training with the system libtorch (c10d), and
+#      oneDNN headers (libdnnl-dev) for the Winograd 3×3 convolution
 #   4. the native addon (rebuilt only when its sources or the chosen libtorch changed)
 # Takes a second or two when everything is already in place.
 set -euo pipefail
@@ -57,6 +58,20 @@ if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ] && [ -e /usr
     fi
   else
     echo "flexvid: note: without libgloo-dev, multi-process training (--nproc) is unavailable: sudo apt-get install -y libgloo-dev" >&2
+  fi
+fi
+
+# The Winograd 3×3 convolution (native/winograd.cc, ≈ 2× faster 3×3 convolutions) calls the
+# oneDNN library Debian's libtorch already links; it needs that library's headers (libdnnl-dev).
+# Without them the addon still builds and uses libtorch's direct convolution.
+if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ] && [ "${FLEXVID_DNNL:-}" != "0" ] && [ -e /usr/include/ATen/ATen.h ] && [ ! -e /usr/include/oneapi/dnnl/dnnl.hpp ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "flexvid: installing oneDNN's headers for the Winograd convolution (libdnnl-dev)…" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libdnnl-dev >&2 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libdnnl-dev >&2; } \
+      || echo "flexvid: note: libdnnl-dev could not be installed; 3×3 convolutions use libtorch's direct algorithm" >&2
+  else
+    echo "flexvid: note: for ≈ 2× faster 3×3 convolutions on the CPU: sudo apt-get install -y libdnnl-dev" >&2
   fi
 fi
 

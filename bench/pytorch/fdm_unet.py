@@ -107,11 +107,52 @@ class Attention(nn.Module):
         return y.transpose(2, 3)
 
 
+class AttentionReferenceLayout(Attention):
+    """The same attention computed in the operation order of the reference implementation
+    (REFERENCE_SPEC §4.3 as the original code lays it out): q, k, v as permuted views
+    [B, D, heads, L, d], logits by `q @ kᵀ`, the RPE terms as separate einsums against
+    R [B, L(i), L(j), heads, d] (one R per frame's time embedding), the mask as a subtracted
+    +inf tensor, output heads merged by a permute. Used by the benchmark (--peer reference)
+    to time the reference's formulation; numerically equal to Attention."""
+
+    def forward(self, x, mask=None, phi=None, emb=None):
+        B, D, C, L = x.shape
+        nh, d = self.heads, C // self.heads
+        scale = d ** -0.5
+        xn = self.norm(x.reshape(B * D, C, L)).view(B, D, C, L)
+        xt = xn.permute(0, 1, 3, 2)  # [B, D, L, C], a view
+        qkv = self.qkv(xt).reshape(B, D, L, 3, nh, d).permute(3, 0, 1, 4, 2, 5)  # [3, B, D, H, L, d]
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        q = q * scale
+        attn = q @ k.transpose(-2, -1)  # [B, D, H, L, L]
+        if self.rpe:
+            emb_f = emb[:, None].expand(B, L, emb.shape[-1])  # per-frame time embedding [B, L, E]
+
+            def rel(net):
+                z = net.embed_distances(phi) + net.embed_diffusion_time(emb_f).view(B, L, 1, C)
+                return net.out(F.silu(z)).view(B, L, L, nh, d)
+
+            attn = attn + torch.einsum("bdhtf,btshf->bdhts", q, rel(self.rpe_k.rpe_net))
+            attn = attn + torch.einsum("bdhtf,btshf->bdhts", k * scale, rel(self.rpe_q.rpe_net)).transpose(-1, -2)
+        if mask is not None:
+            m_i, m_j = mask.view(B, L, 1), mask.view(B, 1, L)
+            blocked = 1 - (m_i * m_j + (1 - m_i) * (1 - m_j))
+            blocked[blocked == 1] = float("inf")
+            attn = attn - blocked.view(B, 1, 1, L, L)
+        attn = torch.softmax(attn.float(), dim=-1).type(attn.dtype)
+        out = attn @ v
+        if self.rpe:
+            out = out + torch.einsum("bdhts,btshf->bdhtf", attn, rel(self.rpe_v.rpe_net))
+        out = out.permute(0, 1, 3, 2, 4).reshape(B, D, L, C)
+        return (xt + self.proj_out(out)).permute(0, 1, 3, 2)
+
+
 class FactorizedAttention(nn.Module):
-    def __init__(self, channels, heads, emb_dim):
+    def __init__(self, channels, heads, emb_dim, layout="spec"):
         super().__init__()
-        self.spatial_attention = Attention(channels, heads, emb_dim, rpe=False)
-        self.temporal_attention = Attention(channels, heads, emb_dim, rpe=True)
+        cls = AttentionReferenceLayout if layout == "reference" else Attention
+        self.spatial_attention = cls(channels, heads, emb_dim, rpe=False)
+        self.temporal_attention = cls(channels, heads, emb_dim, rpe=True)
 
     def forward(self, h, B, T, mask, phi, emb):
         BT, C, H, W = h.shape
@@ -153,7 +194,7 @@ class Block(nn.ModuleList):
 
 
 class UNetVideo(nn.Module):
-    def __init__(self, image_size=32, in_channels=3, mc=128, num_res_blocks=2, attention_resolutions="16,8", heads=4, dropout=0.0):
+    def __init__(self, image_size=32, in_channels=3, mc=128, num_res_blocks=2, attention_resolutions="16,8", heads=4, dropout=0.0, layout="spec"):
         super().__init__()
         self.mc = mc
         E = 4 * mc
@@ -167,21 +208,21 @@ class UNetVideo(nn.Module):
                 layers = [ResBlock(ch, m * mc, E, dropout)]
                 ch = m * mc
                 if ds in rates:
-                    layers.append(FactorizedAttention(ch, heads, E))
+                    layers.append(FactorizedAttention(ch, heads, E, layout))
                 self.input_blocks.append(Block(layers))
                 chans.append(ch)
             if level != len(mult) - 1:
                 self.input_blocks.append(Block([Downsample(ch)]))
                 chans.append(ch)
                 ds *= 2
-        self.middle_block = Block([ResBlock(ch, ch, E, dropout), FactorizedAttention(ch, heads, E), ResBlock(ch, ch, E, dropout)])
+        self.middle_block = Block([ResBlock(ch, ch, E, dropout), FactorizedAttention(ch, heads, E, layout), ResBlock(ch, ch, E, dropout)])
         self.output_blocks = nn.ModuleList()
         for level, m in list(enumerate(mult))[::-1]:
             for i in range(num_res_blocks + 1):
                 layers = [ResBlock(ch + chans.pop(), m * mc, E, dropout)]
                 ch = m * mc
                 if ds in rates:
-                    layers.append(FactorizedAttention(ch, heads, E))
+                    layers.append(FactorizedAttention(ch, heads, E, layout))
                 if level and i == num_res_blocks:
                     layers.append(Upsample(ch))
                     ds //= 2
@@ -223,3 +264,20 @@ def deterministic_fill_(model):
             else:
                 v = 0.05 * v
             p.copy_(v.reshape(p.shape).to(p.dtype))
+
+
+if __name__ == "__main__":
+    # Self-check: the two attention layouts compute the same function (tiny config, masks and
+    # irregular frame indices so every RPE and mask term matters).
+    torch.manual_seed(0)
+    spec, ref = UNetVideo(32, 3, 32, 1), UNetVideo(32, 3, 32, 1, layout="reference")
+    deterministic_fill_(spec)
+    deterministic_fill_(ref)
+    x, x0 = torch.randn(2, 6, 3, 32, 32), torch.randn(2, 6, 3, 32, 32)
+    obs = torch.tensor([[1.0, 1, 0, 0, 0, 0], [1, 0, 0, 1, 0, 0]])
+    lat = torch.tensor([[0.0, 0, 1, 1, 0, 0], [0, 1, 1, 0, 0, 0]])
+    fi = torch.tensor([[0, 3, 5, 6, 9, 12], [0, 1, 2, 4, 8, 16]])
+    t = torch.tensor([10.0, 700.0])
+    diff = (spec(x, x0, t, fi, obs, lat) - ref(x, x0, t, fi, obs, lat)).abs().max().item()
+    print(f"spec vs reference attention layout: max |difference| {diff:.2e}")
+    assert diff < 1e-4, diff

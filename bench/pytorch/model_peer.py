@@ -1,5 +1,6 @@
 """PyTorch peer of bench/model.ts: the same training step and sampling stage with the
-spec-derived U-Net of fdm_unet.py (einsum attention, as in the reference's formulation).
+spec-derived U-Net of fdm_unet.py (--layout spec: einsum attention; --layout reference: the
+reference implementation's operation order; both compute the same function).
 --serve: the JSON-lines protocol of peer_serve.py."""
 import argparse
 import math
@@ -20,11 +21,11 @@ def alphas_cumprod(n=1000):
     return torch.cumprod(1 - betas, 0)
 
 
-def setup(case, sample_calls, amp="off"):
+def setup(case, sample_calls, amp="off", layout="spec"):
     name, kind = case.split("-")
     c = CONFIGS[name]
     torch.manual_seed(0)
-    m = UNetVideo(image_size=c["image_size"], mc=c["mc"], num_res_blocks=c["num_res_blocks"])
+    m = UNetVideo(image_size=c["image_size"], mc=c["mc"], num_res_blocks=c["num_res_blocks"], layout=layout)
     B, T, S = (c["B"] if kind == "train" else 1), c["T"], c["image_size"]
     x0 = torch.randn(B, T, 3, S, S)
     obs = torch.zeros(B, T)
@@ -72,6 +73,7 @@ if __name__ == "__main__":
     ap.add_argument("--sample-calls", type=int, default=48)
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--amp", choices=["off", "bf16"], default="off")
+    ap.add_argument("--layout", choices=["spec", "reference"], default="spec")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    serve(a.threads, lambda case: setup(case, a.sample_calls, a.amp))
+    serve(a.threads, lambda case: setup(case, a.sample_calls, a.amp, a.layout))

@@ -267,8 +267,41 @@ export function conv1d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvO
   return call('conv1d', x, weight, bias ?? null, rep(o.stride, 1, 1), rep(o.padding, 1, 0), rep(o.dilation, 1, 1), o.groups ?? 1);
 }
 
+const hasWinograd = native.version().winogradConv === true;
+let winogradEnabled = hasWinograd && process.env.FLEXVID_WINOGRAD !== '0';
+
+/**
+ * Whether 3×3 convolutions may use oneDNN's Winograd kernels (native/winograd.cc; built when
+ * Debian's libdnnl-dev is installed). On by default where available; `FLEXVID_WINOGRAD=0` or
+ * `setWinogradConv(false)` selects libtorch's direct convolution (bit-comparable with PyTorch).
+ * Winograd's float32 results differ from direct convolution by rounding (≈ 1e-6 relative).
+ * Returns the previous setting.
+ */
+export function setWinogradConv(enabled: boolean): boolean {
+  const prev = winogradEnabled;
+  winogradEnabled = enabled && hasWinograd;
+  return prev;
+}
+
+/** Is the Winograd 3×3 convolution compiled in and enabled? */
+export function winogradConvEnabled(): boolean {
+  return winogradEnabled;
+}
+
+/** The convolutions the Winograd kernels cover and win on: float32 CPU, 3×3, stride 1, padding 1, channels multiples of 16, at least 8×8, no autocast. */
+function winogradEligible(x: Tensor, weight: Tensor, o: ConvOptions): boolean {
+  if (!winogradEnabled || x.device !== 'cpu' || x.dtype !== 'float32' || weight.dtype !== 'float32' || (o.groups ?? 1) !== 1) return false;
+  const [oc, ic, kh, kw] = weight.shape as [number, number, number, number];
+  if (kh !== 3 || kw !== 3 || ic % 16 !== 0 || oc % 16 !== 0 || x.ndim !== 4) return false;
+  // Below 8×8 the 4×4-output tiles are mostly padding and the direct kernel wins (measured at 4×4).
+  if (x.shape[2]! < 8 || x.shape[3]! < 8) return false;
+  const ones = (v: IntOrPair | undefined, dflt: number) => rep(v, 2, dflt).every((e) => e === 1);
+  return ones(o.stride, 1) && ones(o.padding, 0) && ones(o.dilation, 1) && !native.isAutocast('cpu');
+}
+
 /** 2-D convolution. Shape: x `[N, C, H, W]`, weight `[O, C/groups, kh, kw]`. */
 export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvOptions = {}): Tensor {
+  if (winogradEligible(x, weight, o)) return call('flexvid::conv3x3', x, weight, bias ?? null);
   return call('conv2d', x, weight, bias ?? null, rep(o.stride, 2, 1), rep(o.padding, 2, 0), rep(o.dilation, 2, 1), o.groups ?? 1);
 }
 

@@ -1,0 +1,188 @@
+/**
+ * The Winograd 3×3 convolution (native/winograd.cc, reached through E.conv2d): values and all three
+ * gradients against a convolution written out as loops in float64; the routing (which shapes take
+ * it, the on/off switch, the fallback of the operator itself); inference mode; no leaked tensors.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as E from '../../src/engine/index.ts';
+import { call } from '../../src/engine/tensor.ts';
+
+const compiled = E.winogradConvEnabled() || (E.setWinogradConv(true), E.winogradConvEnabled());
+const skipWhy = compiled ? false : 'addon built without oneDNN headers (libdnnl-dev), Winograd path absent';
+
+/** y = conv(x, w) + b, stride 1, padding 1, by loops. x [N, C, H, W], w [O, C, 3, 3]. */
+function naiveConv(x: Float64Array, w: Float64Array, b: Float64Array, N: number, C: number, O: number, H: number, W: number): Float64Array {
+  const y = new Float64Array(N * O * H * W);
+  for (let n = 0; n < N; n++)
+    for (let o = 0; o < O; o++)
+      for (let i = 0; i < H; i++)
+        for (let j = 0; j < W; j++) {
+          let s = b[o]!;
+          for (let c = 0; c < C; c++)
+            for (let a = 0; a < 3; a++)
+              for (let d = 0; d < 3; d++) {
+                const ii = i + a - 1;
+                const jj = j + d - 1;
+                if (ii >= 0 && ii < H && jj >= 0 && jj < W) s += x[((n * C + c) * H + ii) * W + jj]! * w[((o * C + c) * 3 + a) * 3 + d]!;
+              }
+          y[((n * O + o) * H + i) * W + j] = s;
+        }
+  return y;
+}
+
+/** Gradients of L = Σ y·gy: gx, gw, gb written out from the definition of the convolution. */
+function naiveGrads(x: Float64Array, w: Float64Array, gy: Float64Array, N: number, C: number, O: number, H: number, W: number) {
+  const gx = new Float64Array(x.length);
+  const gw = new Float64Array(w.length);
+  const gb = new Float64Array(O);
+  for (let n = 0; n < N; n++)
+    for (let o = 0; o < O; o++)
+      for (let i = 0; i < H; i++)
+        for (let j = 0; j < W; j++) {
+          const g = gy[((n * O + o) * H + i) * W + j]!;
+          gb[o] += g;
+          for (let c = 0; c < C; c++)
+            for (let a = 0; a < 3; a++)
+              for (let d = 0; d < 3; d++) {
+                const ii = i + a - 1;
+                const jj = j + d - 1;
+                if (ii < 0 || ii >= H || jj < 0 || jj >= W) continue;
+                const xi = ((n * C + c) * H + ii) * W + jj;
+                const wi = ((o * C + c) * 3 + a) * 3 + d;
+                gx[xi] += g * w[wi]!;
+                gw[wi] += g * x[xi]!;
+              }
+        }
+  return { gx, gw, gb };
+}
+
+function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num = Math.max(num, Math.abs(got[i]! - want[i]!));
+    den = Math.max(den, Math.abs(want[i]!));
+  }
+  return num / den;
+}
+
+/** Which convolution operators ran inside fn. */
+function opsUsed(fn: () => void): string[] {
+  return E.profile(fn).rows.map((r) => r.name).filter((n) => /conv/.test(n));
+}
+
+test('Winograd 3×3 convolution equals the loop convolution: values and x, weight, bias gradients', { skip: skipWhy }, () => {
+  E.tidy(() => {
+    const [N, C, O, H, W] = [2, 16, 32, 9, 8]; // odd height: the last 4×4 output tile is partial
+    const g = new E.Generator(3);
+    const x = E.randn([N, C, H, W], g).requiresGrad_();
+    const w = E.randn([O, C, 3, 3], g).mul(0.1).requiresGrad_();
+    const b = E.randn([O], g).requiresGrad_();
+    const gy = E.randn([N, O, H, W], g);
+    let y: E.Tensor | undefined;
+    const ops = opsUsed(() => {
+      y = E.conv2d(x, w, b, { padding: 1 });
+      y.mul(gy).sum().backward();
+    });
+    assert.ok(ops.includes('flexvid::conv3x3'), `expected the Winograd operator, ran ${ops.join(', ')}`);
+    const [xs, ws, bs, gys] = [x, w, b, gy].map((t) => t.detach().toFloat64Array()) as [Float64Array, Float64Array, Float64Array, Float64Array];
+    const want = naiveConv(xs, ws, bs, N, C, O, H, W);
+    const grads = naiveGrads(xs, ws, gys, N, C, O, H, W);
+    // float32 with Winograd's transforms: ≈ 1e-6 relative measured; 1e-4 leaves room for any CPU.
+    assert.ok(relErr(y!.toFloat64Array(), want) < 1e-4, `y ${relErr(y!.toFloat64Array(), want)}`);
+    assert.ok(relErr(x.grad!.toFloat64Array(), grads.gx) < 1e-4, 'grad x');
+    assert.ok(relErr(w.grad!.toFloat64Array(), grads.gw) < 1e-4, 'grad weight');
+    assert.ok(relErr(b.grad!.toFloat64Array(), grads.gb) < 1e-4, 'grad bias');
+  });
+});
+
+test('Winograd convolution without bias, and with only the weight requiring a gradient', { skip: skipWhy }, () => {
+  E.tidy(() => {
+    const [N, C, O, H, W] = [1, 16, 16, 8, 8];
+    const g = new E.Generator(5);
+    const x = E.randn([N, C, H, W], g);
+    const w = E.randn([O, C, 3, 3], g).mul(0.1).requiresGrad_();
+    const y = E.conv2d(x, w, null, { padding: 1 });
+    y.sum().backward();
+    const xs = x.toFloat64Array();
+    const want = naiveConv(xs, w.detach().toFloat64Array(), new Float64Array(O), N, C, O, H, W);
+    assert.ok(relErr(y.toFloat64Array(), want) < 1e-4);
+    const { gw } = naiveGrads(xs, w.detach().toFloat64Array(), new Float64Array(N * O * H * W).fill(1), N, C, O, H, W);
+    assert.ok(relErr(w.grad!.toFloat64Array(), gw) < 1e-4);
+    assert.equal(x.grad, null);
+  });
+});
+
+test('convolutions Winograd does not cover take libtorch’s convolution, with identical results', () => {
+  E.tidy(() => {
+    const g = new E.Generator(7);
+    const cases: [number[], number[], E.ConvOptions][] = [
+      [[2, 16, 4, 4], [16, 16, 3, 3], { padding: 1 }], // smaller than 8×8
+      [[2, 3, 8, 8], [16, 3, 3, 3], { padding: 1 }], // 3 input channels
+      [[2, 16, 8, 8], [16, 16, 3, 3], { padding: 1, stride: 2 }], // strided
+      [[2, 16, 8, 8], [16, 16, 1, 1], {}], // 1×1
+    ];
+    for (const [xs, ws, o] of cases) {
+      const x = E.randn(xs, g);
+      const w = E.randn(ws, g);
+      let y: E.Tensor | undefined;
+      const ops = opsUsed(() => (y = E.conv2d(x, w, null, o)));
+      assert.ok(!ops.includes('flexvid::conv3x3'), `${xs} ${ws} ${JSON.stringify(o)} took the Winograd operator`);
+      const prev = E.setWinogradConv(false);
+      const ref = E.conv2d(x, w, null, o);
+      E.setWinogradConv(prev);
+      assert.equal(y!.sub(ref).abs().max().item(), 0);
+    }
+  });
+});
+
+test('setWinogradConv(false) selects the direct convolution and returns the previous setting', () => {
+  E.tidy(() => {
+    const g = new E.Generator(9);
+    const x = E.randn([1, 16, 8, 8], g);
+    const w = E.randn([16, 16, 3, 3], g);
+    const prev = E.setWinogradConv(false);
+    try {
+      assert.equal(E.winogradConvEnabled(), false);
+      assert.ok(!opsUsed(() => E.conv2d(x, w, null, { padding: 1 })).includes('flexvid::conv3x3'));
+      assert.equal(E.setWinogradConv(prev), false);
+    } finally {
+      E.setWinogradConv(prev);
+    }
+  });
+});
+
+test('the flexvid::conv3x3 operator falls back to libtorch for float64 (exact), and runs in inference mode', () => {
+  E.tidy(() => {
+    const g = new E.Generator(11);
+    const x = E.randn([1, 16, 8, 8], g, { dtype: 'float64' });
+    const w = E.randn([16, 16, 3, 3], g, { dtype: 'float64' });
+    const direct = call('flexvid::conv3x3', x, w, null);
+    const prev = E.setWinogradConv(false);
+    const ref = E.conv2d(x, w, null, { padding: 1 });
+    E.setWinogradConv(prev);
+    assert.equal(direct.sub(ref).abs().max().item(), 0);
+    const x32 = x.to({ dtype: 'float32' });
+    const w32 = w.to({ dtype: 'float32' });
+    const y = E.inferenceMode(() => E.conv2d(x32, w32, null, { padding: 1 }));
+    assert.ok(y.sub(ref.to({ dtype: 'float32' })).abs().max().item() < 1e-3);
+  });
+});
+
+test('Winograd convolution forward + backward leaves no live tensors behind', () => {
+  const g = new E.Generator(13);
+  const x = E.keep(E.randn([2, 16, 8, 8], g));
+  const w = E.keep(E.randn([16, 16, 3, 3], g).requiresGrad_());
+  const step = () =>
+    E.tidy(() => {
+      E.conv2d(x, w, null, { padding: 1 }).square().sum().backward();
+      w.setGrad(null);
+    });
+  step();
+  const before = E.liveTensorCount();
+  for (let i = 0; i < 5; i++) step();
+  assert.equal(E.liveTensorCount(), before);
+  x.dispose();
+  w.dispose();
+});
