@@ -186,3 +186,13 @@ test('Winograd convolution forward + backward leaves no live tensors behind', ()
   x.dispose();
   w.dispose();
 });
+
+test('a second derivative through the Winograd convolution is refused with the switch named', { skip: skipWhy }, () => {
+  E.tidy(() => {
+    const g = new E.Generator(15);
+    const x = E.randn([1, 16, 8, 8], g).requiresGrad_();
+    const w = E.randn([16, 16, 3, 3], g);
+    const y = E.conv2d(x, w, null, { padding: 1 }).square().sum();
+    assert.throws(() => E.autogradGrad([y], [x], { createGraph: true }), /setWinogradConv\(false\)|FLEXVID_WINOGRAD=0/);
+  });
+});
