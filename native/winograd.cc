@@ -181,7 +181,96 @@ class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
     return {gx, gw, gb, at::Tensor()};
   }
 };
+
+// ---------------------------------------------------------------------------------------------
+// flexvid::bmm — batched matrix product through oneDNN's matmul (brgemm kernels), reading both
+// operands in place, transposed or not (no reorders), where libtorch's CPU bmm without MKL loops
+// over the batch with one BLAS call each.
+
+struct MatmulKey {
+  int64_t g, m, k, n;
+  bool ta, tb;
+  bool operator==(const MatmulKey& o) const {
+    return g == o.g && m == o.m && k == o.k && n == o.n && ta == o.ta && tb == o.tb;
+  }
+};
+struct MatmulHash {
+  size_t operator()(const MatmulKey& k) const {
+    size_t s = 0;
+    for (int64_t v : {k.g, k.m, k.k, k.n, int64_t(k.ta), int64_t(k.tb)}) s = s * 1000003u + static_cast<size_t>(v);
+    return s;
+  }
+};
+std::unordered_map<MatmulKey, std::unique_ptr<dnnl::matmul>, MatmulHash> g_matmuls;
+
+// Is the [G, R, C] tensor stored as contiguous [G, C, R] (a transposed view)?
+bool IsTransposedContiguous(const at::Tensor& t) {
+  return t.stride(0) == t.size(1) * t.size(2) && t.stride(1) == 1 && t.stride(2) == t.size(1);
+}
+
+memory::desc MatrixDesc(int64_t g, int64_t r, int64_t c, bool transposed) {
+  return memory::desc({g, r, c}, memory::data_type::f32,
+                      transposed ? memory::dims{r * c, 1, r} : memory::dims{r * c, c, 1});
+}
+
+// out = a @ b for a [G, M, K], b [G, K, N] (float32 CPU, each contiguous or a transposed view).
+at::Tensor MatmulRaw(const at::Tensor& a0, const at::Tensor& b0) {
+  const bool ta = IsTransposedContiguous(a0) && !a0.is_contiguous();
+  const bool tb = IsTransposedContiguous(b0) && !b0.is_contiguous();
+  at::Tensor a = ta ? a0 : a0.contiguous(), b = tb ? b0 : b0.contiguous();
+  const int64_t g = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
+  MatmulKey key{g, m, k, n, ta, tb};
+  dnnl::matmul* prim;
+  {
+    std::lock_guard<std::mutex> lock(g_plans_mutex);
+    auto& slot = g_matmuls[key];
+    if (!slot) {
+      dnnl::matmul::primitive_desc pd(
+          dnnl::matmul::desc(MatrixDesc(g, m, k, ta), MatrixDesc(g, k, n, tb), MatrixDesc(g, m, n, false)), Engine());
+      slot.reset(new dnnl::matmul(pd));
+    }
+    prim = slot.get();
+  }
+  at::Tensor out = at::empty({g, m, n}, at::dtype(at::kFloat));
+  dnnl::stream s(Engine());
+  prim->execute(s, {{DNNL_ARG_SRC, Wrap(MatrixDesc(g, m, k, ta), a)},
+                    {DNNL_ARG_WEIGHTS, Wrap(MatrixDesc(g, k, n, tb), b)},
+                    {DNNL_ARG_DST, Wrap(MatrixDesc(g, m, n, false), out)}});
+  s.wait();
+  return out;
+}
+
+class MatmulFunction : public torch::autograd::Function<MatmulFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b) {
+    ctx->save_for_backward({a, b});
+    return MatmulRaw(a, b);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "flexvid::bmm is not twice differentiable; use bmm for higher-order gradients");
+    auto saved = ctx->get_saved_variables();
+    at::Tensor gc = grads[0].contiguous();
+    at::Tensor ga, gb;
+    if (ctx->needs_input_grad(0)) ga = MatmulRaw(gc, saved[1].transpose(1, 2));  // dA = dC Bᵀ
+    if (ctx->needs_input_grad(1)) gb = MatmulRaw(saved[0].transpose(1, 2), gc);  // dB = Aᵀ dC
+    return {ga, gb};
+  }
+};
 #endif  // FLEXVID_DNNL
+
+// a [G, M, K], b [G, K, N] → [G, M, N]; oneDNN matmul for float32 CPU, else at::bmm.
+at::Tensor Bmm(const at::Tensor& a, const at::Tensor& b) {
+#ifdef FLEXVID_DNNL
+  if (a.dim() == 3 && b.dim() == 3 && a.device().is_cpu() && b.device().is_cpu() &&
+      a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && a.size(0) == b.size(0) &&
+      a.size(2) == b.size(1) && a.numel() > 0 && b.numel() > 0) {
+    return MatmulFunction::apply(a, b);
+  }
+#endif
+  return at::bmm(a, b);
+}
 
 // x [N, IC, H, W], w [OC, IC, 3, 3], b [OC] or none → [N, OC, H, W]; stride 1, padding 1.
 at::Tensor Conv3x3(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
@@ -214,7 +303,13 @@ bool HasWinogradConv() {
 #endif
 }
 
-TORCH_LIBRARY(flexvid, m) { m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias) -> Tensor"); }
-TORCH_LIBRARY_IMPL(flexvid, CompositeImplicitAutograd, m) { m.impl("conv3x3", &Conv3x3); }
+TORCH_LIBRARY(flexvid, m) {
+  m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("bmm(Tensor a, Tensor b) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(flexvid, CompositeImplicitAutograd, m) {
+  m.impl("conv3x3", &Conv3x3);
+  m.impl("bmm", &Bmm);
+}
 
 }  // namespace flexvid

@@ -196,3 +196,46 @@ test('a second derivative through the Winograd convolution is refused with the s
     assert.throws(() => E.autogradGrad([y], [x], { createGraph: true }), /setWinogradConv\(false\)|FLEXVID_WINOGRAD=0/);
   });
 });
+
+test('batchedMatmul through oneDNN matmul: transposed-view operands, values and gradients against loops', { skip: skipWhy }, () => {
+  E.tidy(() => {
+    const [G, M, K, N] = [3, 5, 4, 6];
+    const g = new E.Generator(17);
+    const at = E.randn([G, K, M], g).requiresGrad_(); // used as a = atᵀ, a transposed view
+    const b = E.randn([G, K, N], g).requiresGrad_();
+    const w = E.randn([G, M, N], g);
+    let c: E.Tensor | undefined;
+    const ops = E.profile(() => {
+      c = E.batchedMatmul(at.transpose(1, 2), b);
+      c.mul(w).sum().backward();
+    }).rows.map((r) => r.name);
+    assert.ok(ops.includes('flexvid::bmm'), `expected flexvid::bmm, ran ${ops.filter((n) => /mm|conv/.test(n)).join(', ')}`);
+    const A = at.detach().toFloat64Array();
+    const B = b.detach().toFloat64Array();
+    const W = w.toFloat64Array();
+    const C = c!.toFloat64Array();
+    const gA = at.grad!.toFloat64Array(); // gradient w.r.t. atᵀ's storage: [G, K, M]
+    const gB = b.grad!.toFloat64Array();
+    for (let q = 0; q < G; q++)
+      for (let i = 0; i < M; i++)
+        for (let j = 0; j < N; j++) {
+          let s = 0;
+          for (let k = 0; k < K; k++) s += A[(q * K + k) * M + i]! * B[(q * K + k) * N + j]!;
+          assert.ok(Math.abs(C[(q * M + i) * N + j]! - s) < 1e-5);
+        }
+    // dA[i,k] = Σ_j W[i,j] B[k,j]; dB[k,j] = Σ_i A[i,k] W[i,j]
+    for (let q = 0; q < G; q++)
+      for (let k = 0; k < K; k++) {
+        for (let i = 0; i < M; i++) {
+          let s = 0;
+          for (let j = 0; j < N; j++) s += W[(q * M + i) * N + j]! * B[(q * K + k) * N + j]!;
+          assert.ok(Math.abs(gA[(q * K + k) * M + i]! - s) < 1e-5);
+        }
+        for (let j = 0; j < N; j++) {
+          let s = 0;
+          for (let i = 0; i < M; i++) s += A[(q * K + k) * M + i]! * W[(q * M + i) * N + j]!;
+          assert.ok(Math.abs(gB[(q * K + k) * N + j]! - s) < 1e-5);
+        }
+      }
+  });
+});
