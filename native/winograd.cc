@@ -5,6 +5,8 @@
 // convolutions (≈ 85 % of the model's FLOPs) Winograd does the same work with ≈ 2× fewer
 // multiplications; measured 2× faster per primitive at 2 threads (docs/performance.md).
 //
+// The same file holds flexvid::bmm, oneDNN's batched matmul for the attention products (below).
+//
 // Compiled only when oneDNN's headers are present and the library is the one libtorch itself
 // links (Debian: libdnnl-dev next to libtorch-dev); FLEXVID_DNNL is defined then. Anything the
 // Winograd primitives do not cover (other dtypes, devices, channel counts) falls back to
