@@ -39,7 +39,7 @@
 #include <vector>
 
 namespace flexvid {
-bool HasWinogradConv();  // winograd.cc: is the oneDNN Winograd 3×3 convolution compiled in?
+bool HasOnednnKernels();  // winograd.cc: are the oneDNN kernels (Winograd conv3x3, bmm) compiled in?
 }
 
 namespace {
@@ -824,7 +824,7 @@ Napi::Value Version(const Napi::CallbackInfo& info) {
   out.Set("mkldnn", at::hasMKLDNN());
   out.Set("openmp", at::hasOpenMP());
   out.Set("parallel", at::get_parallel_info());
-  out.Set("winogradConv", flexvid::HasWinogradConv());
+  out.Set("onednnKernels", flexvid::HasOnednnKernels());
   return out;
 }
 

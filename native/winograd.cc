@@ -51,12 +51,13 @@ struct ShapeKey {
   int64_t n, ic, oc, h, w;
   bool operator==(const ShapeKey& o) const { return n == o.n && ic == o.ic && oc == o.oc && h == o.h && w == o.w; }
 };
+size_t HashInts(std::initializer_list<int64_t> vs) {
+  size_t s = 0;
+  for (int64_t v : vs) s = s * 1000003u + static_cast<size_t>(v);
+  return s;
+}
 struct ShapeHash {
-  size_t operator()(const ShapeKey& k) const {
-    size_t s = 0;
-    for (int64_t v : {k.n, k.ic, k.oc, k.h, k.w}) s = s * 1000003u + static_cast<size_t>(v);
-    return s;
-  }
+  size_t operator()(const ShapeKey& k) const { return HashInts({k.n, k.ic, k.oc, k.h, k.w}); }
 };
 
 std::mutex g_plans_mutex;
@@ -157,9 +158,10 @@ class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
     at::Tensor gy = grads[0].contiguous();
     dnnl::stream s(Engine());
     at::Tensor gx, gw, gb;
+    at::Tensor gyb;  // gy in the backward-data layout, reused by backward-weights when it matches
     if (ctx->needs_input_grad(0)) {
       const auto& pd = plan->bwd_data_pd;
-      at::Tensor gyb = ToLayout(gy, Tag::nchw, pd.diff_dst_desc(), s);
+      gyb = ToLayout(gy, Tag::nchw, pd.diff_dst_desc(), s);
       at::Tensor wb = ToLayout(w, Tag::oihw, pd.weights_desc(), s);
       at::Tensor gxb = Buffer(pd.diff_src_desc());
       plan->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, Wrap(pd.diff_dst_desc(), gyb)},
@@ -169,7 +171,9 @@ class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
     }
     if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
       const auto& pd = plan->bwd_weights_pd;
-      at::Tensor gyb = ToLayout(gy, Tag::nchw, pd.diff_dst_desc(), s);
+      if (!gyb.defined() || plan->bwd_data_pd.diff_dst_desc() != pd.diff_dst_desc()) {
+        gyb = ToLayout(gy, Tag::nchw, pd.diff_dst_desc(), s);
+      }
       at::Tensor xb = ctx->saved_data["src_blocked"].toBool() ? xs : ToLayout(xs, Tag::nchw, pd.src_desc(), s);
       at::Tensor gwb = Buffer(pd.diff_weights_desc());
       gb = at::empty({oc}, at::dtype(at::kFloat));
@@ -197,11 +201,7 @@ struct MatmulKey {
   }
 };
 struct MatmulHash {
-  size_t operator()(const MatmulKey& k) const {
-    size_t s = 0;
-    for (int64_t v : {k.g, k.m, k.k, k.n, int64_t(k.ta), int64_t(k.tb)}) s = s * 1000003u + static_cast<size_t>(v);
-    return s;
-  }
+  size_t operator()(const MatmulKey& k) const { return HashInts({k.g, k.m, k.k, k.n, k.ta, k.tb}); }
 };
 std::unordered_map<MatmulKey, std::unique_ptr<dnnl::matmul>, MatmulHash> g_matmuls;
 
@@ -296,8 +296,9 @@ at::Tensor Conv3x3(const at::Tensor& x, const at::Tensor& w, const c10::optional
 
 }  // namespace
 
-// Whether this build has the oneDNN Winograd path (else flexvid::conv3x3 is at::conv2d).
-bool HasWinogradConv() {
+// Whether this build has the oneDNN kernels (else flexvid::conv3x3 is at::conv2d and
+// flexvid::bmm is at::bmm).
+bool HasOnednnKernels() {
 #ifdef FLEXVID_DNNL
   return true;
 #else

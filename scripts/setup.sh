@@ -3,11 +3,17 @@
 #   1. libtorch: LIBTORCH / LIBTORCH_USE_PYTORCH=1 / system libtorch-dev (installed via apt when root)
 #   2. npm dependencies (npm ci) when node_modules is missing or older than package-lock.json
 #   3. Gloo headers (libgloo-dev) for multi-process training with the system libtorch (c10d), and
-#      oneDNN headers (libdnnl-dev) for the Winograd 3×3 convolution
+#      oneDNN headers (libdnnl-dev) for the Winograd 3×3 convolution and batched matmul
 #   4. the native addon (rebuilt only when its sources or the chosen libtorch changed)
 # Takes a second or two when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# apt-get install without recommends; refreshes the package lists once if the first try fails.
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2; }
+}
 
 if ! node native/find-libtorch.mjs json >/dev/null 2>&1; then
   if [ -n "${LIBTORCH:-}" ] || [ "${LIBTORCH_USE_PYTORCH:-}" = "1" ]; then
@@ -37,8 +43,7 @@ if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ] && [ -e /usr
     *)
       if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
         echo "flexvid: installing OpenBLAS for fast matrix products (libopenblas0-openmp)…" >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libopenblas0-openmp >&2 \
-          || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libopenblas0-openmp >&2; }
+        apt_install libopenblas0-openmp
       else
         echo "flexvid: warning: the system BLAS is the slow reference implementation; for speed run: sudo apt-get install -y libopenblas0-openmp" >&2
       fi
@@ -52,8 +57,7 @@ build_flags=""
 if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ] && [ -e /usr/include/ATen/ATen.h ] && [ ! -e /usr/include/gloo/context.h ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "flexvid: installing the Gloo headers for multi-process training (libgloo-dev)…" >&2
-    if DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libgloo-dev >&2 \
-      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libgloo-dev >&2; }; then
+    if apt_install libgloo-dev; then
       build_flags="--force"
     fi
   else
@@ -61,14 +65,14 @@ if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ] && [ -e /usr
   fi
 fi
 
-# The Winograd 3×3 convolution (native/winograd.cc, ≈ 2× faster 3×3 convolutions) calls the
-# oneDNN library Debian's libtorch already links; it needs that library's headers (libdnnl-dev).
-# Without them the addon still builds and uses libtorch's direct convolution.
+# The Winograd 3×3 convolution and batched matmul (native/winograd.cc: ≈ 2× faster 3×3
+# convolutions, 3–4× faster attention products) call the oneDNN library Debian's libtorch already
+# links; they need that library's headers (libdnnl-dev). Without them the addon still builds and
+# uses libtorch's own kernels.
 if [ -z "${LIBTORCH:-}" ] && [ "${LIBTORCH_USE_PYTORCH:-}" != "1" ] && [ "${FLEXVID_DNNL:-}" != "0" ] && [ -e /usr/include/ATen/ATen.h ] && [ ! -e /usr/include/oneapi/dnnl/dnnl.hpp ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "flexvid: installing oneDNN's headers for the Winograd convolution (libdnnl-dev)…" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libdnnl-dev >&2 \
-      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libdnnl-dev >&2; } \
+    apt_install libdnnl-dev \
       || echo "flexvid: note: libdnnl-dev could not be installed; 3×3 convolutions use libtorch's direct algorithm" >&2
   else
     echo "flexvid: note: for ≈ 2× faster 3×3 convolutions on the CPU: sudo apt-get install -y libdnnl-dev" >&2

@@ -54,7 +54,7 @@ export interface NativeBinding {
   getNumThreads(): number;
   cudaAvailable(): boolean;
   cudaDeviceCount(): number;
-  version(): { torch: string; cuda: boolean; mkldnn: boolean; openmp: boolean; parallel: string; winogradConv: boolean };
+  version(): { torch: string; cuda: boolean; mkldnn: boolean; openmp: boolean; parallel: string; onednnKernels: boolean };
   distributedAvailable(): boolean;
   profileStart(withShapes: boolean): void;
   profileStop(): { name: string; calls: number; totalMs: number; selfMs: number }[];

@@ -195,7 +195,7 @@ export function bmm(a: Tensor, b: Tensor): Tensor {
 let threadCountCache = -1;
 const hasMkldnn = native.version().mkldnn;
 /** The addon was built with oneDNN's headers: flexvid::conv3x3 (Winograd) and flexvid::bmm are real. */
-const hasOnednn = native.version().winogradConv === true;
+const hasOnednn = native.version().onednnKernels === true;
 
 /**
  * Batched matrix product, C[g] = A[g] @ B[g]. Shapes: a `[G, M, K]`, b `[G, K, N]` → `[G, M, N]`.
