@@ -73,11 +73,14 @@ export function idleCores(): number {
 }
 
 function load(): NativeBinding {
-  // libgomp reads OMP_WAIT_POLICY when the addon (and libtorch with it) is loaded. Spinning idle
-  // OpenMP threads (the default) steal the core from the thread doing the work whenever the
-  // machine has anything else to do: a single-threaded GEMM measured 6x slower that way. Sleeping
-  // idle threads cost a few microseconds per parallel region instead. OMP_WAIT_POLICY=ACTIVE restores spinning.
-  process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+  // libgomp reads its wait settings when the addon (and libtorch with it) is loaded. An idle
+  // OpenMP thread that spins without bound steals the core from the thread doing the work whenever
+  // the machine has anything else to do (a single-threaded GEMM measured 6× slower that way); one
+  // that sleeps at once (OMP_WAIT_POLICY=PASSIVE) pays a futex wake-up on every parallel region —
+  // thousands per training step, 40–100 ms of system time per Balls step, measured. So by default
+  // it spins for 100 000 rounds (≈ 3 ms here) and then sleeps; libgomp itself cuts that to 100
+  // when there are more OpenMP threads than cores. OMP_WAIT_POLICY or GOMP_SPINCOUNT, when set, win.
+  if (process.env.OMP_WAIT_POLICY === undefined && process.env.GOMP_SPINCOUNT === undefined) process.env.GOMP_SPINCOUNT = '100000';
   // The thread count must be chosen *before* libtorch loads: changing it later with
   // at::set_num_threads makes every single-threaded OpenBLAS GEMM fault its buffers in again
   // (measured 31 ms instead of 6 ms for a 5120×128·128×384 product). FLEXVID_THREADS wins, then

@@ -5,6 +5,7 @@
 import { native } from './native.ts';
 import { dtypeCode, dtypeOfArray, type DType, type NumericArray } from './dtype.ts';
 import { call, callMany, callRaw, Generator, guardNative, Tensor, TorchError, type Shape, type TensorOptions } from './tensor.ts';
+import { tidy } from './scope.ts';
 
 const cpuFloat = (o: TensorOptions = {}) => [dtypeCode(o.dtype ?? 'float32'), null, o.device ?? null, null] as const;
 
@@ -333,6 +334,59 @@ export function convTranspose3d(x: Tensor, weight: Tensor, bias?: Tensor | null,
 /** Group normalisation over `[N, C, *]` with `groups` groups (eps 1e-5 default). */
 export function groupNorm(x: Tensor, groups: number, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
   return call('group_norm', x, groups, weight ?? null, bias ?? null, eps, true);
+}
+
+let fusedNormEnabled = process.env.FLEXVID_FUSED_NORM !== '0';
+
+/**
+ * Whether `groupNormAct` may use the fused kernel (native/fused_norm.cc). On by default;
+ * `FLEXVID_FUSED_NORM=0` or `setFusedGroupNorm(false)` selects the composite of libtorch operators
+ * (needed for second derivatives through the model: the fused backward is not differentiable).
+ * Returns the previous setting.
+ */
+export function setFusedGroupNorm(enabled: boolean): boolean {
+  const prev = fusedNormEnabled;
+  fusedNormEnabled = enabled;
+  return prev;
+}
+
+/** Is the fused GroupNorm(+scale-shift)(+SiLU) kernel enabled? */
+export function fusedGroupNormEnabled(): boolean {
+  return fusedNormEnabled;
+}
+
+/** Optional parts of `groupNormAct`. */
+export interface GroupNormActOptions {
+  /** Per-sample channel scale `[N, C]` (or `[N, C, 1, …]`): the output is multiplied by `1 + scale`. */
+  scale?: Tensor | null;
+  /** Per-sample channel shift `[N, C]` (or `[N, C, 1, …]`), added after the scale. */
+  shift?: Tensor | null;
+  /** Apply SiLU last. */
+  silu?: boolean;
+}
+
+/**
+ * GroupNorm, then an optional per-sample scale-shift, then an optional SiLU — a U-Net ResBlock's
+ * normalisation — as one operator:
+ * `y = act((GN(x)·weight + bias)·(1 + scale) + shift)`.
+ * Shapes: x `[N, C, *]`, weight/bias `[C]`, scale/shift `[N, C]` → like x.
+ * float32/float64 CPU tensors run the fused kernel (one pass forward, two backward, nothing
+ * intermediate kept for autograd); anything else, or with `setFusedGroupNorm(false)`, runs the same
+ * formula as separate operators.
+ */
+export function groupNormAct(x: Tensor, groups: number, weight: Tensor, bias: Tensor, eps: number, o: GroupNormActOptions = {}): Tensor {
+  const silu = o.silu ?? false;
+  const fusable = (t: Tensor | null | undefined) => !t || (t.dtype === x.dtype && t.device === x.device);
+  if (fusedNormEnabled && x.device === 'cpu' && (x.dtype === 'float32' || x.dtype === 'float64') && [weight, bias, o.scale, o.shift].every(fusable)) {
+    return call('flexvid::group_norm_silu', x, weight, bias, o.scale ?? null, o.shift ?? null, groups, eps, silu);
+  }
+  return tidy(() => {
+    let y = groupNorm(x, groups, weight, bias, eps);
+    const perSample = (t: Tensor) => t.reshape([x.shape[0]!, x.shape[1]!, ...x.shape.slice(2).map(() => 1)]);
+    if (o.scale) y = y.mul(perSample(o.scale).add(1));
+    if (o.shift) y = y.add(perSample(o.shift));
+    return silu ? y.silu() : y;
+  });
 }
 
 /** Layer normalisation over the trailing `normalizedShape` dims. */

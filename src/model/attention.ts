@@ -141,10 +141,13 @@ class AttentionLayer extends Module {
       const d = C / nh;
       const xn = this.norm.forward(h).reshape([N, C, L]); // GN over (channels-in-group × L) per frame
       const qkv = this.#project(xn, this.qkv).view([N, 3, nh, d, L]); // channel = part·C + head·d + e
+      // unbind, not three selects: its backward stacks the three gradients into one tensor, where
+      // each select's backward fills a zero tensor of qkv's full size and the three are summed.
+      const [qs, ks, vs] = qkv.unbind(1) as [Tensor, Tensor, Tensor];
       // Scale q, not the logits: [N·nh, L, d] is L/d times smaller than [N·nh, L, L], in both passes.
-      const q = qkv.select(1, 0).transpose(2, 3).mul(1 / Math.sqrt(d)).reshape([N * nh, L, d]);
-      const k = qkv.select(1, 1).reshape([N * nh, d, L]);
-      const v = qkv.select(1, 2).transpose(2, 3).reshape([N * nh, L, d]);
+      const q = qs.transpose(2, 3).mul(1 / Math.sqrt(d)).reshape([N * nh, L, d]);
+      const k = ks.reshape([N * nh, d, L]);
+      const v = vs.transpose(2, 3).reshape([N * nh, L, d]);
       const attn = softmax32(batchedMatmul(q, k)); // [N·nh, L(query), L(key)]
       const o = batchedMatmul(attn, v).view([N, nh, L, d]).transpose(2, 3).reshape([N, C, L]);
       const y = this.#project(o, this.projOut).add(xn); // residual on GN(x)
@@ -170,9 +173,10 @@ class AttentionLayer extends Module {
       const scale = 1 / Math.sqrt(d);
       // Work in layout [B, nh, T, P, d]: batched GEMMs over (b, h, frame) with P as the long side.
       const parts = qkv.view([B, P, 3, nh, d, T]).permute([2, 0, 3, 5, 1, 4]); // [3, B, nh, T, P, d]
-      const q = parts.select(0, 0).mul(scale).contiguous(); // scaled queries (§4.3 step 3)
-      const k = parts.select(0, 1).contiguous();
-      const v = parts.select(0, 2).contiguous();
+      const [qs, ks, vs] = parts.unbind(0) as [Tensor, Tensor, Tensor]; // (unbind: see spatial())
+      const q = qs.mul(scale).contiguous(); // scaled queries (§4.3 step 3)
+      const k = ks.contiguous();
+      const v = vs.contiguous();
       const BH = B * nh;
 
       // Main term A_ij = q_i·k_j, batched over (b, h, p): [B·nh·P, T, d] layouts.

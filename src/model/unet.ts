@@ -52,15 +52,17 @@ export class ResBlock extends Module {
 
   forward(x: Tensor, emb: Tensor): Tensor {
     return tidy(() => {
-      let h = this.inLayers.forward(x);
-      const e = this.embLayers.forward(emb).unsqueeze(2).unsqueeze(3); // [N, 2C|C, 1, 1]
+      // GN → SiLU → conv, with the normalisation and SiLU fused (GroupNorm.forwardAct).
+      const [inNorm, , inConv] = this.inLayers.layers as [GroupNorm, SiLU, Conv2d];
+      let h = inConv.forward(inNorm.forwardAct(x, { silu: true }));
+      const e = this.embLayers.forward(emb); // [N, 2C|C]
       if (this.useScaleShiftNorm) {
         const [scale, shift] = e.chunk(2, 1) as [Tensor, Tensor];
-        h = this.outNorm.forward(h).mul(scale.add(1)).add(shift);
+        h = this.outNorm.forwardAct(h, { scale, shift, silu: true });
       } else {
-        h = this.outNorm.forward(h.add(e));
+        h = this.outNorm.forwardAct(h.add(e.unsqueeze(2).unsqueeze(3)), { silu: true });
       }
-      h = this.outConv.forward(this.outDropout.forward(h.silu()));
+      h = this.outConv.forward(this.outDropout.forward(h));
       return (this.skip ? this.skip.forward(x) : x).add(h);
     });
   }
@@ -240,7 +242,8 @@ export class UNetVideoModel extends Module {
         h = block.forward(cat([h, skips.pop()!], 1), emb, ctx);
       }
       // Under autocast the last convolution runs in bf16/fp16; losses and samplers see the input's type.
-      const out = this.out.forward(h).to({ dtype: inp.x.dtype, copy: false });
+      const [outNorm, , outConv] = this.out.layers as [GroupNorm, SiLU, Conv2d];
+      const out = outConv.forward(outNorm.forwardAct(h, { silu: true })).to({ dtype: inp.x.dtype, copy: false });
       return out.reshape([B, T, this.outChannels, H, W]);
     });
   }

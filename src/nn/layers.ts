@@ -9,6 +9,8 @@ import {
   empty,
   Generator,
   groupNorm,
+  groupNormAct,
+  type GroupNormActOptions,
   layerNorm,
   linear,
   noGrad,
@@ -156,6 +158,19 @@ export class GroupNorm extends ParamModule implements Layer {
   forward(x: Tensor): Tensor {
     if (x.dtype === 'float32' || x.dtype === 'float64') return groupNorm(x, this.numGroups, this.param('weight'), this.param('bias'), this.eps);
     return tidy(() => groupNorm(x.to({ dtype: 'float32', copy: false }), this.numGroups, this.param('weight'), this.param('bias'), this.eps));
+  }
+
+  /**
+   * This normalisation followed by an optional per-sample scale-shift and SiLU, fused into one
+   * operator where possible (`groupNormAct`): `act((GN(x)·weight + bias)·(1 + scale) + shift)`.
+   * Shapes: x `[N, C, *]`, scale/shift `[N, C]`. Computed in float32 for low-precision inputs, like forward.
+   */
+  forwardAct(x: Tensor, o: GroupNormActOptions = {}): Tensor {
+    return tidy(() => {
+      const wide = x.dtype === 'float32' || x.dtype === 'float64' ? x : x.to({ dtype: 'float32', copy: false });
+      const cast = (t: Tensor | null | undefined) => (t ? t.to({ dtype: wide.dtype, copy: false }) : null);
+      return groupNormAct(wide, this.numGroups, this.param('weight'), this.param('bias'), this.eps, { scale: cast(o.scale), shift: cast(o.shift), silu: o.silu });
+    });
   }
 }
 
