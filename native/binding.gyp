@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "flexvid",
-      "sources": ["flexvid.cc", "c10d.cc", "winograd.cc", "fused_norm.cc"],
+      "sources": ["flexvid.cc", "c10d.cc", "winograd.cc", "fused_norm.cc", "attention.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(node find-libtorch.mjs include)"
@@ -10,7 +10,8 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NDEBUG", "<!@(node find-libtorch.mjs defines)"],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-fopenmp-simd", "-Wno-unused-parameter", "-Wno-deprecated-declarations", "-Wno-maybe-uninitialized"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "<!(node find-libtorch.mjs openmp)", "-Wno-unused-parameter", "-Wno-deprecated-declarations", "-Wno-maybe-uninitialized"],
+      "ldflags": ["<!(node find-libtorch.mjs openmp)"],
       "libraries": [
         "-L<!(node find-libtorch.mjs libdirs)",
         "<!@(node find-libtorch.mjs rpath)",

@@ -3,7 +3,7 @@
 //   1. LIBTORCH=/path/to/libtorch          (a libtorch folder: include/, lib/)
 //   2. LIBTORCH_USE_PYTORCH=1               (the libtorch inside the installed Python `torch`)
 //   3. the system install                   (Debian/Ubuntu `libtorch-dev`)
-// Usage: node find-libtorch.mjs json | include | libdirs | libs | defines | rpath
+// Usage: node find-libtorch.mjs json | include | libdirs | libs | defines | rpath | openmp
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -78,6 +78,16 @@ function dnnlBuild(source, libdir) {
 }
 
 /**
+ * The addon's own loops (fused_norm.cc, attention.cc) are split over threads by at::parallel_for,
+ * which is inlined from libtorch's headers: without -fopenmp it silently runs on one thread. Only
+ * against the system libtorch, whose OpenMP is the system libgomp this flag links; a PyTorch wheel
+ * carries a private libgomp, and a second OpenMP runtime in the process is worse than serial loops.
+ */
+function openmpFlag(t) {
+  return t.source === 'system libtorch-dev' ? '-fopenmp' : '-fopenmp-simd';
+}
+
+/**
  * NCCL process groups (native/c10d.cc) are compiled only on request, because they need the CUDA
  * toolkit headers and nccl.h besides a CUDA libtorch: FLEXVID_NCCL=1 with CUDA_HOME (default
  * /usr/local/cuda) and NCCL_INCLUDE_DIR (default: CUDA_HOME/include) pointing at them.
@@ -99,6 +109,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     else if (what === 'libs') console.log(['-Wl,--no-as-needed', ...t.libs.map((l) => `-l${l}`), ...(t.dnnl ? ['-ldnnl'] : []), '-Wl,--as-needed'].join(' '));
     else if (what === 'rpath') console.log(`-Wl,-rpath,${t.libdir}`);
     else if (what === 'defines') console.log([`_GLIBCXX_USE_CXX11_ABI=${t.abi}`, ...ncclBuild(t).defines, ...(t.dnnl ? ['FLEXVID_DNNL'] : [])].join(' '));
+    else if (what === 'openmp') console.log(openmpFlag(t));
     else if (what === 'include') console.log([...t.includes, ...ncclBuild(t).includes].join(' '));
     else throw new Error(`unknown query ${what}`);
   } catch (e) {

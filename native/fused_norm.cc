@@ -18,6 +18,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "simd.h"
+
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -25,31 +27,8 @@
 namespace flexvid {
 namespace {
 
-// exp for float, vectorisable (Cephes' expf polynomial after Cody–Waite range reduction; ≈ 1 ulp
-// on the clamped range). std::exp does not vectorise, and the SiLU is evaluated once per element
-// in forward and twice in backward.
-inline float ExpApprox(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  // n = round(x / ln 2), by the 1.5·2²³ trick (plain float additions vectorise everywhere).
-  const float shifter = 12582912.0f;
-  float n = (x * 1.44269504088896341f + shifter) - shifter;
-  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-inline double ExpApprox(double x) { return std::exp(x); }
-
 template <typename T>
-inline T Sigmoid(T z) {
+FLEXVID_INLINE T Sigmoid(T z) {
   return T(1) / (T(1) + ExpApprox(-z));
 }
 
@@ -64,8 +43,6 @@ inline Coeffs<T> ChannelCoeffs(T mean, T rstd, T gamma, T beta, T scale1, T shif
   const T k = gamma * scale1;
   return {rstd * k, (beta - mean * rstd * gamma) * scale1 + shift, k};
 }
-
-#define FLEXVID_INLINE inline __attribute__((always_inline))
 
 // y[i] = act(a·x[i] + b), i < n.
 template <typename T>
@@ -116,14 +93,8 @@ FLEXVID_INLINE void InputGradRow(const T* x, const T* dz, T* gx, int64_t n, T p,
   for (int64_t i = 0; i < n; ++i) gx[i] = p * dz[i] + q * x[i] + r;
 }
 
-// The float rows are compiled for AVX2 and AVX-512 as well as the baseline, picked at load time
-// (GCC function multiversioning): the SiLU's exp makes them compute-bound at SSE2 width.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FLEXVID_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define FLEXVID_CLONES
-#endif
-
+// The float rows are compiled for AVX2 and AVX-512 as well as the baseline (simd.h): the
+// SiLU's exp makes them compute-bound at SSE2 width.
 FLEXVID_CLONES void Row(const float* x, float* y, int64_t n, float a, float b, bool silu) {
   ForwardRow<float>(x, y, n, a, b, silu);
 }

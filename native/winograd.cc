@@ -17,9 +17,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#ifdef FLEXVID_DNNL
-#include <oneapi/dnnl/dnnl.hpp>
-#endif
+#include "onednn.h"
 
 namespace flexvid {
 namespace {
@@ -32,10 +30,7 @@ at::Tensor Fallback(const at::Tensor& x, const at::Tensor& w, const c10::optiona
 using dnnl::memory;
 using Tag = memory::format_tag;
 
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
+dnnl::engine& Engine() { return OnednnEngine(); }
 
 // The primitives for one problem shape [N, IC, H, W] → [N, OC, H, W], created once.
 struct Plan {

@@ -389,6 +389,38 @@ export function groupNormAct(x: Tensor, groups: number, weight: Tensor, bias: Te
   });
 }
 
+let fusedAttentionOn = hasOnednn && process.env.FLEXVID_FUSED_ATTENTION !== '0';
+
+/**
+ * Whether `fusedChannelAttention` may run (native/attention.cc; built with oneDNN's headers, like
+ * the Winograd convolution). On by default where built; `FLEXVID_FUSED_ATTENTION=0` or
+ * `setFusedAttention(false)` makes it return null, and callers use batched products instead
+ * (needed for second derivatives: the fused backward is not differentiable). Returns the previous setting.
+ */
+export function setFusedAttention(enabled: boolean): boolean {
+  const prev = fusedAttentionOn;
+  fusedAttentionOn = enabled && hasOnednn;
+  return prev;
+}
+
+/** Is the fused attention kernel compiled in and enabled? */
+export function fusedAttentionEnabled(): boolean {
+  return fusedAttentionOn;
+}
+
+/**
+ * Multi-head softmax attention over the positions of channel-major rows, in one operator that
+ * keeps each (row, head)'s [L, L] attention matrix in cache (forward and backward):
+ * `o[n, h·d+e, i] = Σ_j softmax_j(scale · q_i·k_j) · v[n, h·d+e, j]`, where q, k, v are the
+ * three channel blocks of qkv, each head-major. Shapes: qkv `[N, 3C, L]` → `[N, C, L]`.
+ * Returns null where the kernel cannot run (not built, switched off, not float32 CPU, autocast);
+ * the caller then computes the same with batched products.
+ */
+export function fusedChannelAttention(qkv: Tensor, heads: number, scale: number): Tensor | null {
+  if (!fusedAttentionOn || qkv.device !== 'cpu' || qkv.dtype !== 'float32' || native.isAutocast('cpu')) return null;
+  return call('flexvid::channel_attention', qkv, heads, scale);
+}
+
 /** Layer normalisation over the trailing `normalizedShape` dims. */
 export function layerNorm(x: Tensor, normalizedShape: Shape, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
   return call('layer_norm', x, normalizedShape, weight ?? null, bias ?? null, eps, true);

@@ -11,7 +11,7 @@
  * the H·W positions — large GEMMs instead of many tiny per-position products, and the
  * `[B, T, T, C]` RPE tensors are never broadcast over positions.
  */
-import { batchedMatmul, cat, conv1d, keep, tidy, type Tensor } from '../engine/index.ts';
+import { batchedMatmul, cat, conv1d, fusedChannelAttention, keep, tidy, type Tensor } from '../engine/index.ts';
 import { Linear, Module, GroupNorm } from '../nn/index.ts';
 
 /**
@@ -140,7 +140,11 @@ class AttentionLayer extends Module {
       const nh = this.heads;
       const d = C / nh;
       const xn = this.norm.forward(h).reshape([N, C, L]); // GN over (channels-in-group × L) per frame
-      const qkv = this.#project(xn, this.qkv).view([N, 3, nh, d, L]); // channel = part·C + head·d + e
+      const qkvRows = this.#project(xn, this.qkv); // [N, 3C, L], channel = part·C + head·d + e
+      // One fused operator where built (attention matrices stay in cache, q/k/v read in place).
+      const fused = fusedChannelAttention(qkvRows, nh, 1 / Math.sqrt(d));
+      if (fused) return this.#project(fused, this.projOut).add(xn).view([N, C, H, W]); // residual on GN(x)
+      const qkv = qkvRows.view([N, 3, nh, d, L]);
       // unbind, not three selects: its backward stacks the three gradients into one tensor, where
       // each select's backward fills a zero tensor of qkv's full size and the three are summed.
       const [qs, ks, vs] = qkv.unbind(1) as [Tensor, Tensor, Tensor];
