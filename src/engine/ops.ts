@@ -389,23 +389,34 @@ export function groupNormAct(x: Tensor, groups: number, weight: Tensor, bias: Te
   });
 }
 
-let fusedAttentionOn = hasOnednn && process.env.FLEXVID_FUSED_ATTENTION !== '0';
+let fusedAttentionOn = process.env.FLEXVID_FUSED_ATTENTION !== '0';
 
 /**
- * Whether `fusedChannelAttention` may run (native/attention.cc; built with oneDNN's headers, like
- * the Winograd convolution). On by default where built; `FLEXVID_FUSED_ATTENTION=0` or
- * `setFusedAttention(false)` makes it return null, and callers use batched products instead
- * (needed for second derivatives: the fused backward is not differentiable). Returns the previous setting.
+ * Whether the fused attention kernels may run: `fusedChannelAttention` (native/attention.cc,
+ * built with oneDNN's headers like the Winograd convolution) and `fusedTemporalAttention`
+ * (native/temporal_attention.cc, every build). On by default; `FLEXVID_FUSED_ATTENTION=0` or
+ * `setFusedAttention(false)` makes both return null, and callers use batched products instead
+ * (needed for second derivatives: the fused backwards are not differentiable). Returns the previous setting.
  */
 export function setFusedAttention(enabled: boolean): boolean {
   const prev = fusedAttentionOn;
-  fusedAttentionOn = enabled && hasOnednn;
+  fusedAttentionOn = enabled;
   return prev;
 }
 
-/** Is the fused attention kernel compiled in and enabled? */
+/** Are the fused attention kernels enabled (`fusedChannelAttention` also needs `hasOnednnKernels()`)? */
 export function fusedAttentionEnabled(): boolean {
   return fusedAttentionOn;
+}
+
+/** Was the addon built with oneDNN's headers (Winograd convolution, oneDNN matmul, fused channel attention)? */
+export function hasOnednnKernels(): boolean {
+  return hasOnednn;
+}
+
+/** Would the fused attention kernels take a tensor like `t` (enabled, float32 CPU, no autocast)? */
+export function fusableAttention(t: Tensor): boolean {
+  return fusedAttentionOn && t.device === 'cpu' && t.dtype === 'float32' && !native.isAutocast('cpu');
 }
 
 /**
@@ -417,8 +428,21 @@ export function fusedAttentionEnabled(): boolean {
  * the caller then computes the same with batched products.
  */
 export function fusedChannelAttention(qkv: Tensor, heads: number, scale: number): Tensor | null {
-  if (!fusedAttentionOn || qkv.device !== 'cpu' || qkv.dtype !== 'float32' || native.isAutocast('cpu')) return null;
+  if (!hasOnednn || !fusableAttention(qkv)) return null;
   return call('flexvid::channel_attention', qkv, heads, scale);
+}
+
+/**
+ * The U-Net's temporal attention (spec §4.3) in one operator, on frame-major rows: for video b,
+ * pixel p, head h, `s_ij = scale·(q_i·k_j + q_i·Rk_ij + k_j·Rq_ji) + bias_ij`,
+ * `o_i = Σ_j softmax_j(s_i)·(v_j + Rv_ij)`, where q, k, v are the three head-major channel blocks of
+ * qkv at frames i, j. Shapes: qkv `[B·T, 3C, P]`, rk/rq/rv `[B, T, T, C]` (all or none), bias
+ * `[B, T, T]` or null → `[B·T, C, P]`. Returns null where it cannot run (switched off, not float32
+ * CPU, autocast).
+ */
+export function fusedTemporalAttention(qkv: Tensor, rpe: { k: Tensor; q: Tensor; v: Tensor } | null, bias: Tensor | null, batch: number, heads: number, scale: number): Tensor | null {
+  if (!fusableAttention(qkv)) return null;
+  return call('flexvid::temporal_attention', qkv, rpe?.k ?? null, rpe?.q ?? null, rpe?.v ?? null, bias, batch, heads, scale);
 }
 
 /** Layer normalisation over the trailing `normalizedShape` dims. */

@@ -10,7 +10,7 @@ import * as E from '../../src/engine/index.ts';
 import { FactorizedAttentionBlock } from '../../src/model/attention.ts';
 import { setInitSeed } from '../../src/nn/index.ts';
 
-const built = E.fusedAttentionEnabled() || (E.setFusedAttention(true), E.fusedAttentionEnabled());
+const built = E.hasOnednnKernels();
 const skip = built ? false : 'addon built without oneDNN headers (libdnnl-dev): no fused attention';
 
 /** o[n, h·d+e, i] = Σ_j softmax_j(scale·Σ_f q[f,i]k[f,j]) v[e,j], by loops. qkv [N, 3C, L]. */
