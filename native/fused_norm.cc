@@ -20,8 +20,10 @@
 
 #include "simd.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 namespace flexvid {
@@ -292,13 +294,176 @@ at::Tensor GroupNormSilu(const at::Tensor& x, const at::Tensor& weight, const at
                                       per_sample(shift, "shift"), groups, eps, silu);
 }
 
+// ----- GroupNorm over frames: flexvid::group_norm_frames -------------------------------------------
+// x [B, T, C, P] (video, frame, channel, pixel) normalised per (video, group, pixel) over the T frames
+// and the group's channels — the temporal attention's GroupNorm (rows of frames at each pixel),
+// computed in the features' own layout instead of on a [B·P, C, T] permuted copy. Work items are
+// (video, group, tile of 16 pixels); every loop runs over the tile's contiguous pixels.
+
+constexpr int64_t kTile = 16;
+
+struct FrameDims {
+  int64_t b, t, c, p, groups, cg;
+  int64_t At(int64_t bb, int64_t tt, int64_t cc) const { return ((bb * t + tt) * c + cc) * p; }
+  int64_t Tiles() const { return (p + kTile - 1) / kTile; }
+};
+
+template <typename T>
+void FramesForward(const T* x, const T* gamma, const T* beta, const FrameDims& s, double eps, T* y, T* mean, T* rstd) {
+  const int64_t items = s.b * s.groups * s.Tiles();
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t tile = idx % s.Tiles(), g = (idx / s.Tiles()) % s.groups, bb = idx / (s.Tiles() * s.groups);
+      const int64_t p0 = tile * kTile, w = std::min(kTile, s.p - p0);
+      const double m = static_cast<double>(s.t * s.cg);
+      T mu[kTile] = {}, ss[kTile] = {};
+      for (int64_t tt = 0; tt < s.t; ++tt)
+        for (int64_t c = g * s.cg; c < (g + 1) * s.cg; ++c) {
+          const T* xr = x + s.At(bb, tt, c) + p0;
+#pragma omp simd
+          for (int64_t i = 0; i < w; ++i) mu[i] += xr[i];
+        }
+      for (int64_t i = 0; i < w; ++i) mu[i] = static_cast<T>(mu[i] / m);
+      for (int64_t tt = 0; tt < s.t; ++tt)
+        for (int64_t c = g * s.cg; c < (g + 1) * s.cg; ++c) {
+          const T* xr = x + s.At(bb, tt, c) + p0;
+#pragma omp simd
+          for (int64_t i = 0; i < w; ++i) ss[i] += (xr[i] - mu[i]) * (xr[i] - mu[i]);
+        }
+      T rs[kTile];
+      for (int64_t i = 0; i < w; ++i) rs[i] = static_cast<T>(1.0 / std::sqrt(ss[i] / m + eps));
+      T* mo = mean + (bb * s.groups + g) * s.p + p0;
+      T* ro = rstd + (bb * s.groups + g) * s.p + p0;
+      for (int64_t i = 0; i < w; ++i) mo[i] = mu[i], ro[i] = rs[i];
+      for (int64_t tt = 0; tt < s.t; ++tt)
+        for (int64_t c = g * s.cg; c < (g + 1) * s.cg; ++c) {
+          const T* xr = x + s.At(bb, tt, c) + p0;
+          T* yr = y + s.At(bb, tt, c) + p0;
+          const T ga = gamma[c], be = beta[c];
+#pragma omp simd
+          for (int64_t i = 0; i < w; ++i) yr[i] = (xr[i] - mu[i]) * rs[i] * ga + be;
+        }
+    }
+  });
+}
+
+template <typename T>
+void FramesBackward(const T* gy, const T* x, const T* gamma, const T* mean, const T* rstd, const FrameDims& s, T* gx,
+                    double* ggamma, double* gbeta) {
+  const int64_t items = s.b * s.groups * s.Tiles();
+  std::mutex merge;
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> lg(s.c, 0.0), lb(s.c, 0.0);  // this thread's Σ gy·x̂ and Σ gy per channel
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t tile = idx % s.Tiles(), g = (idx / s.Tiles()) % s.groups, bb = idx / (s.Tiles() * s.groups);
+      const int64_t p0 = tile * kTile, w = std::min(kTile, s.p - p0);
+      const T* mu = mean + (bb * s.groups + g) * s.p + p0;
+      const T* rs = rstd + (bb * s.groups + g) * s.p + p0;
+      T a[kTile] = {}, b[kTile] = {};  // Σ γ·gy and Σ γ·gy·x̂ over the group, per pixel
+      for (int64_t tt = 0; tt < s.t; ++tt)
+        for (int64_t c = g * s.cg; c < (g + 1) * s.cg; ++c) {
+          const T* xr = x + s.At(bb, tt, c) + p0;
+          const T* gr = gy + s.At(bb, tt, c) + p0;
+          const T ga = gamma[c];
+          T sg = 0, sgx = 0;
+#pragma omp simd reduction(+ : sg, sgx)
+          for (int64_t i = 0; i < w; ++i) {
+            const T xh = (xr[i] - mu[i]) * rs[i];
+            a[i] += ga * gr[i];
+            b[i] += ga * gr[i] * xh;
+            sg += gr[i];
+            sgx += gr[i] * xh;
+          }
+          lb[c] += sg;
+          lg[c] += sgx;
+        }
+      if (!gx) continue;
+      const T inv_m = static_cast<T>(1.0 / static_cast<double>(s.t * s.cg));
+      for (int64_t tt = 0; tt < s.t; ++tt)
+        for (int64_t c = g * s.cg; c < (g + 1) * s.cg; ++c) {
+          const T* xr = x + s.At(bb, tt, c) + p0;
+          const T* gr = gy + s.At(bb, tt, c) + p0;
+          T* out = gx + s.At(bb, tt, c) + p0;
+          const T ga = gamma[c];
+#pragma omp simd
+          for (int64_t i = 0; i < w; ++i) {
+            const T xh = (xr[i] - mu[i]) * rs[i];
+            out[i] = rs[i] * (ga * gr[i] - a[i] * inv_m - xh * b[i] * inv_m);
+          }
+        }
+    }
+    std::lock_guard<std::mutex> lock(merge);
+    for (int64_t c = 0; c < s.c; ++c) ggamma[c] += lg[c], gbeta[c] += lb[c];
+  });
+}
+
+FrameDims GetFrameDims(const at::Tensor& x, int64_t groups) {
+  return {x.size(0), x.size(1), x.size(2), x.size(3), groups, x.size(2) / groups};
+}
+
+class GroupNormFramesFunction : public torch::autograd::Function<GroupNormFramesFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& gamma,
+                            const at::Tensor& beta, int64_t groups, double eps) {
+    const FrameDims s = GetFrameDims(x, groups);
+    at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+    at::Tensor mean = at::empty({s.b, groups, s.p}, x.options()), rstd = at::empty({s.b, groups, s.p}, x.options());
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "group_norm_frames", [&] {
+      FramesForward<scalar_t>(x.data_ptr<scalar_t>(), gamma.data_ptr<scalar_t>(), beta.data_ptr<scalar_t>(), s, eps,
+                              y.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>());
+    });
+    ctx->save_for_backward({x, gamma, mean, rstd});
+    ctx->saved_data["groups"] = groups;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "flexvid::group_norm_frames (fused GroupNorm) is not twice differentiable; turn it off for "
+                "higher-order gradients with setFusedGroupNorm(false) or FLEXVID_FUSED_NORM=0");
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &gamma = saved[1], &mean = saved[2], &rstd = saved[3];
+    const FrameDims s = GetFrameDims(x, ctx->saved_data["groups"].toInt());
+    at::Tensor gy = grads[0].contiguous();
+    at::Tensor gx = ctx->needs_input_grad(0) ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::Tensor();
+    auto f64 = x.options().dtype(at::kDouble);
+    at::Tensor gg = at::zeros({s.c}, f64), gb = at::zeros({s.c}, f64);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "group_norm_frames_backward", [&] {
+      FramesBackward<scalar_t>(gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), gamma.data_ptr<scalar_t>(),
+                               mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), s,
+                               gx.defined() ? gx.data_ptr<scalar_t>() : nullptr, gg.data_ptr<double>(),
+                               gb.data_ptr<double>());
+    });
+    return {gx, gg.to(x.scalar_type()), gb.to(x.scalar_type()), at::Tensor(), at::Tensor()};
+  }
+};
+
+// x [B, T, C, P] → same shape; statistics per (b, group, p) over (T × channels of the group).
+at::Tensor GroupNormFrames(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t groups,
+                           double eps) {
+  TORCH_CHECK(x.dim() == 4, "flexvid::group_norm_frames: expected x [B, T, C, P], got ", x.sizes());
+  TORCH_CHECK(groups > 0 && x.size(2) % groups == 0, "flexvid::group_norm_frames: ", x.size(2),
+              " channels not divisible into ", groups, " groups");
+  TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
+              "flexvid::group_norm_frames: float32/float64 CPU tensors only, got ", x.scalar_type(), " on ", x.device());
+  TORCH_CHECK(weight.numel() == x.size(2) && bias.numel() == x.size(2) && weight.scalar_type() == x.scalar_type() &&
+                  bias.scalar_type() == x.scalar_type(),
+              "flexvid::group_norm_frames: weight and bias need ", x.size(2), " elements of ", x.scalar_type());
+  return GroupNormFramesFunction::apply(x.contiguous(), weight.contiguous(), bias.contiguous(), groups, eps);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(flexvid, m) {
   m.def(
       "group_norm_silu(Tensor x, Tensor weight, Tensor bias, Tensor? scale, Tensor? shift, int groups, float eps, "
       "bool silu) -> Tensor");
+  m.def("group_norm_frames(Tensor x, Tensor weight, Tensor bias, int groups, float eps) -> Tensor");
 }
-TORCH_LIBRARY_IMPL(flexvid, CompositeImplicitAutograd, m) { m.impl("group_norm_silu", &GroupNormSilu); }
+TORCH_LIBRARY_IMPL(flexvid, CompositeImplicitAutograd, m) {
+  m.impl("group_norm_silu", &GroupNormSilu);
+  m.impl("group_norm_frames", &GroupNormFrames);
+}
 
 }  // namespace flexvid

@@ -23,6 +23,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -39,152 +40,192 @@ struct Dims {
   int64_t Qkv(int64_t bb, int64_t i, int part, int64_t h) const { return ((bb * t + i) * 3 * c + part * c + h * d) * p; }
   int64_t Out(int64_t bb, int64_t i, int64_t h) const { return ((bb * t + i) * c + h * d) * p; }
   int64_t R(int64_t bb, int64_t i, int64_t j, int64_t h) const { return ((bb * t + i) * t + j) * c + h * d; }
-  int64_t Blocks() const { return b * heads * p; }
-};
-
-inline float Dot(const float* x, const float* y, int64_t n) {
-  float s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t e = 0; e < n; ++e) s += x[e] * y[e];
-  return s;
-}
-
-// A block's q, k, v gathered as [T][d] rows (its values sit P floats apart in qkv).
-struct Block {
-  std::vector<float> q, k, v;
-  explicit Block(const Dims& s) : q(s.t * s.d), k(s.t * s.d), v(s.t * s.d) {}
-  void Load(const float* qkv, const Dims& s, int64_t bb, int64_t h, int64_t pp) {
-    for (int64_t i = 0; i < s.t; ++i)
-      for (int part = 0; part < 3; ++part) {
-        const float* src = qkv + s.Qkv(bb, i, part, h) + pp;
-        float* dst = (part == 0 ? q : part == 1 ? k : v).data() + i * s.d;
-        for (int64_t e = 0; e < s.d; ++e) dst[e] = src[e * s.p];
-      }
-  }
+  // Work items: (video, head, tile of kTile consecutive pixels).
+  int64_t Tiles() const { return (p + kTile - 1) / kTile; }
+  int64_t Items() const { return b * heads * Tiles(); }
+  // attn [B, heads, T, T, P]: the probabilities kept for backward, pixels innermost.
+  int64_t Attn(int64_t bb, int64_t h, int64_t i, int64_t j) const { return (((bb * heads + h) * t + i) * t + j) * p; }
+  static constexpr int64_t kTile = 16;  // pixels per work item: one AVX-512 vector of floats
 };
 
 struct Inputs {
   const float *qkv, *rk, *rq, *rv, *bias;
 };
 
-void Forward(const Inputs& in, const Dims& s, float scale, float* out, float* attn) {
-  at::parallel_for(0, s.Blocks(), 16, [&](int64_t begin, int64_t end) {
-    Block blk(s);
-    std::vector<float> a(s.t * s.t), o(s.d);
-    for (int64_t idx = begin; idx < end; ++idx) {
-      const int64_t pp = idx % s.p, h = (idx / s.p) % s.heads, bb = idx / (s.p * s.heads);
-      blk.Load(in.qkv, s, bb, h, pp);
-      for (int64_t i = 0; i < s.t; ++i) {
-        float* row = a.data() + i * s.t;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < s.t; ++j) {
-          float z = Dot(&blk.q[i * s.d], &blk.k[j * s.d], s.d);
-          if (s.rpe) z += Dot(&blk.q[i * s.d], in.rk + s.R(bb, i, j, h), s.d) + Dot(&blk.k[j * s.d], in.rq + s.R(bb, j, i, h), s.d);
-          z *= scale;
-          if (s.bias) z += in.bias[(bb * s.t + i) * s.t + j];
-          row[j] = z;
-          mx = z > mx ? z : mx;
-        }
-        float sum = 0;
-        for (int64_t j = 0; j < s.t; ++j) {
-          // Masked logits (−∞) get exactly 0 (ExpApprox clamps its argument).
-          row[j] = row[j] == -std::numeric_limits<float>::infinity() ? 0.0f : ExpApprox(row[j] - mx);
-          sum += row[j];
-        }
-        for (int64_t j = 0; j < s.t; ++j) row[j] /= sum;
-        std::fill(o.begin(), o.end(), 0.0f);
-        for (int64_t j = 0; j < s.t; ++j) {
-          const float w = row[j];
-          if (w == 0.0f) continue;
-          const float* vj = &blk.v[j * s.d];
+struct Grads {
+  float *qkv, *rk, *rq, *rv;  // rk/rq/rv: accumulated (+=), qkv written
+};
+
+// Every loop below runs over the w ≤ 16 pixels of a tile, which are contiguous in memory for every
+// (frame, channel): the products vectorise across pixels, the relative terms (shared by all
+// pixels) are scalars.
+
+// Forward for one (video bb, head h, pixels p0…p0+w): logits, softmax, output; keeps the
+// probabilities in attn. s: scratch [T][T][16].
+FLEXVID_CLONES void ForwardTile(const Inputs& in, const Dims& s, float scale, int64_t bb, int64_t h, int64_t p0,
+                                int64_t w, float* s_buf, float* out, float* attn) {
+  const int64_t T = s.t, d = s.d, P = s.p, K = Dims::kTile;
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < T; ++i) {
+    const float* q = in.qkv + s.Qkv(bb, i, 0, h) + p0;
+    for (int64_t j = 0; j < T; ++j) {
+      const float* k = in.qkv + s.Qkv(bb, j, 1, h) + p0;
+      float* z = s_buf + (i * T + j) * K;
+      for (int64_t x = 0; x < w; ++x) z[x] = 0.0f;
+      const float* rk = s.rpe ? in.rk + s.R(bb, i, j, h) : nullptr;
+      const float* rq = s.rpe ? in.rq + s.R(bb, j, i, h) : nullptr;
+      for (int64_t e = 0; e < d; ++e) {
+        const float* qe = q + e * P;
+        const float* ke = k + e * P;
+        const float a = rk ? rk[e] : 0.0f, c = rq ? rq[e] : 0.0f;
 #pragma omp simd
-          for (int64_t e = 0; e < s.d; ++e) o[e] += w * vj[e];
-          if (s.rpe) {
-            const float* r = in.rv + s.R(bb, i, j, h);
-#pragma omp simd
-            for (int64_t e = 0; e < s.d; ++e) o[e] += w * r[e];
-          }
-        }
-        float* dst = out + s.Out(bb, i, h) + pp;
-        for (int64_t e = 0; e < s.d; ++e) dst[e * s.p] = o[e];
+        for (int64_t x = 0; x < w; ++x) z[x] += qe[x] * (ke[x] + a) + ke[x] * c;  // q·k + q·R^k_ij + k·R^q_ji
       }
-      std::copy(a.begin(), a.end(), attn + idx * s.t * s.t);
+      const float bias = s.bias ? in.bias[(bb * T + i) * T + j] : 0.0f;
+#pragma omp simd
+      for (int64_t x = 0; x < w; ++x) z[x] = z[x] * scale + bias;
+    }
+    // softmax over j, per pixel
+    float mx[Dims::kTile], sum[Dims::kTile];
+    for (int64_t x = 0; x < w; ++x) mx[x] = ninf, sum[x] = 0.0f;
+    for (int64_t j = 0; j < T; ++j) {
+      const float* z = s_buf + (i * T + j) * K;
+#pragma omp simd
+      for (int64_t x = 0; x < w; ++x) mx[x] = z[x] > mx[x] ? z[x] : mx[x];
+    }
+    for (int64_t j = 0; j < T; ++j) {
+      float* z = s_buf + (i * T + j) * K;
+#pragma omp simd
+      for (int64_t x = 0; x < w; ++x) {
+        // masked logits (−∞) get exactly 0 (ExpApprox clamps its argument)
+        const float e = z[x] == ninf ? 0.0f : ExpApprox(z[x] - mx[x]);
+        z[x] = e;
+        sum[x] += e;
+      }
+    }
+    for (int64_t j = 0; j < T; ++j) {
+      float* z = s_buf + (i * T + j) * K;
+      float* keep = attn + s.Attn(bb, h, i, j) + p0;
+#pragma omp simd
+      for (int64_t x = 0; x < w; ++x) keep[x] = z[x] = z[x] / sum[x];
+    }
+    // o_i = Σ_j a_ij (v_j + R^v_ij)
+    for (int64_t e = 0; e < d; ++e) {
+      float* o = out + s.Out(bb, i, h) + e * P + p0;
+      float acc[Dims::kTile] = {};
+      for (int64_t j = 0; j < T; ++j) {
+        const float* a = s_buf + (i * T + j) * K;
+        const float* v = in.qkv + s.Qkv(bb, j, 2, h) + e * P + p0;
+        const float r = s.rpe ? in.rv[s.R(bb, i, j, h) + e] : 0.0f;
+#pragma omp simd
+        for (int64_t x = 0; x < w; ++x) acc[x] += a[x] * (v[x] + r);
+      }
+      for (int64_t x = 0; x < w; ++x) o[x] = acc[x];
+    }
+  }
+}
+
+// Backward for one tile. da: scratch [T][T][16]; dq/dk/dv: scratch [T][d][16]; grk/grq/grv: this
+// thread's relative-term gradients (summed over its pixels).
+FLEXVID_CLONES void BackwardTile(const Inputs& in, const Dims& s, float scale, int64_t bb, int64_t h, int64_t p0,
+                                 int64_t w, const float* gout, const float* attn, float* da, float* dq, float* dk,
+                                 float* dv, float* grk, float* grq, float* grv, float* gqkv) {
+  const int64_t T = s.t, d = s.d, P = s.p, K = Dims::kTile;
+  for (int64_t x = 0; x < T * d * K; ++x) dq[x] = dk[x] = dv[x] = 0.0f;
+  for (int64_t i = 0; i < T; ++i) {
+    // da_ij = go_i·(v_j + R^v_ij);  dv_j += a_ij go_i;  dR^v_ij += Σ_pixels a_ij go_i
+    float* dai = da + i * T * K;
+    for (int64_t x = 0; x < T * K; ++x) dai[x] = 0.0f;
+    for (int64_t e = 0; e < d; ++e) {
+      const float* go = gout + s.Out(bb, i, h) + e * P + p0;
+      for (int64_t j = 0; j < T; ++j) {
+        const float* a = attn + s.Attn(bb, h, i, j) + p0;
+        const float* v = in.qkv + s.Qkv(bb, j, 2, h) + e * P + p0;
+        const float r = s.rpe ? in.rv[s.R(bb, i, j, h) + e] : 0.0f;
+        float* z = dai + j * K;
+        float* dvje = dv + (j * d + e) * K;
+        float racc = 0.0f;
+#pragma omp simd reduction(+ : racc)
+        for (int64_t x = 0; x < w; ++x) {
+          z[x] += go[x] * (v[x] + r);
+          dvje[x] += a[x] * go[x];
+          racc += a[x] * go[x];
+        }
+        if (s.rpe) grv[s.R(bb, i, j, h) + e] += racc;
+      }
+    }
+    // ds_ij = scale·a_ij·(da_ij − Σ_j a_ij da_ij), in place in da
+    float dot[Dims::kTile] = {};
+    for (int64_t j = 0; j < T; ++j) {
+      const float* a = attn + s.Attn(bb, h, i, j) + p0;
+#pragma omp simd
+      for (int64_t x = 0; x < w; ++x) dot[x] += a[x] * dai[j * K + x];
+    }
+    for (int64_t j = 0; j < T; ++j) {
+      const float* a = attn + s.Attn(bb, h, i, j) + p0;
+#pragma omp simd
+      for (int64_t x = 0; x < w; ++x) dai[j * K + x] = scale * a[x] * (dai[j * K + x] - dot[x]);
+    }
+    // dq_i += ds_ij (k_j + R^k_ij);  dk_j += ds_ij (q_i + R^q_ji);  dR^k_ij, dR^q_ji += Σ_pixels ds_ij q_i, ds_ij k_j
+    for (int64_t j = 0; j < T; ++j) {
+      const float* ds = dai + j * K;
+      const float* rk = s.rpe ? in.rk + s.R(bb, i, j, h) : nullptr;
+      const float* rq = s.rpe ? in.rq + s.R(bb, j, i, h) : nullptr;
+      for (int64_t e = 0; e < d; ++e) {
+        const float* q = in.qkv + s.Qkv(bb, i, 0, h) + e * P + p0;
+        const float* k = in.qkv + s.Qkv(bb, j, 1, h) + e * P + p0;
+        float* dqie = dq + (i * d + e) * K;
+        float* dkje = dk + (j * d + e) * K;
+        const float a = rk ? rk[e] : 0.0f, c = rq ? rq[e] : 0.0f;
+        float sk = 0.0f, sq = 0.0f;
+#pragma omp simd reduction(+ : sk, sq)
+        for (int64_t x = 0; x < w; ++x) {
+          dqie[x] += ds[x] * (k[x] + a);
+          dkje[x] += ds[x] * (q[x] + c);
+          sk += ds[x] * q[x];
+          sq += ds[x] * k[x];
+        }
+        if (s.rpe) {
+          grk[s.R(bb, i, j, h) + e] += sk;
+          grq[s.R(bb, j, i, h) + e] += sq;
+        }
+      }
+    }
+  }
+  for (int64_t i = 0; i < T; ++i)
+    for (int part = 0; part < 3; ++part) {
+      const float* src = (part == 0 ? dq : part == 1 ? dk : dv) + i * d * K;
+      for (int64_t e = 0; e < d; ++e) {
+        float* dst = gqkv + s.Qkv(bb, i, part, h) + e * P + p0;
+        for (int64_t x = 0; x < w; ++x) dst[x] = src[e * K + x];
+      }
+    }
+}
+
+void Forward(const Inputs& in, const Dims& s, float scale, float* out, float* attn) {
+  at::parallel_for(0, s.Items(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf(s.t * s.t * Dims::kTile);
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t tile = idx % s.Tiles(), h = (idx / s.Tiles()) % s.heads, bb = idx / (s.Tiles() * s.heads);
+      const int64_t p0 = tile * Dims::kTile;
+      ForwardTile(in, s, scale, bb, h, p0, std::min(Dims::kTile, s.p - p0), buf.data(), out, attn);
     }
   });
 }
 
-struct Grads {
-  float *qkv, *rk, *rq, *rv;  // rk/rq/rv: accumulated (+=), the rest written
-};
-
 void Backward(const Inputs& in, const float* gout, const float* attn, const Dims& s, float scale, const Grads& g) {
   std::mutex merge;
   const int64_t rsize = s.b * s.t * s.t * s.c;
-  at::parallel_for(0, s.Blocks(), 16, [&](int64_t begin, int64_t end) {
-    Block blk(s);
-    std::vector<float> go(s.t * s.d), da(s.t * s.t), dq(s.t * s.d), dk(s.t * s.d), dv(s.t * s.d);
+  at::parallel_for(0, s.Items(), 1, [&](int64_t begin, int64_t end) {
+    const int64_t K = Dims::kTile;
+    std::vector<float> da(s.t * s.t * K), dq(s.t * s.d * K), dk(s.t * s.d * K), dv(s.t * s.d * K);
     // This thread's share of the relative-position gradients (every pixel adds to the same R).
     std::vector<float> grk(s.rpe ? rsize : 0), grq(s.rpe ? rsize : 0), grv(s.rpe ? rsize : 0);
     for (int64_t idx = begin; idx < end; ++idx) {
-      const int64_t pp = idx % s.p, h = (idx / s.p) % s.heads, bb = idx / (s.p * s.heads);
-      blk.Load(in.qkv, s, bb, h, pp);
-      for (int64_t i = 0; i < s.t; ++i) {
-        const float* src = gout + s.Out(bb, i, h) + pp;
-        for (int64_t e = 0; e < s.d; ++e) go[i * s.d + e] = src[e * s.p];
-      }
-      const float* a = attn + idx * s.t * s.t;
-      std::fill(dv.begin(), dv.end(), 0.0f);
-      std::fill(dq.begin(), dq.end(), 0.0f);
-      std::fill(dk.begin(), dk.end(), 0.0f);
-      for (int64_t i = 0; i < s.t; ++i) {
-        const float* goi = &go[i * s.d];
-        // da_ij = go_i·(v_j + R^v_ij); dv_j += a_ij go_i; dR^v_ij += a_ij go_i
-        float dot = 0;
-        for (int64_t j = 0; j < s.t; ++j) {
-          const float w = a[i * s.t + j];
-          float z = Dot(goi, &blk.v[j * s.d], s.d);
-          if (s.rpe) {
-            z += Dot(goi, in.rv + s.R(bb, i, j, h), s.d);
-            float* r = grv.data() + s.R(bb, i, j, h);
-#pragma omp simd
-            for (int64_t e = 0; e < s.d; ++e) r[e] += w * goi[e];
-          }
-          float* dvj = &dv[j * s.d];
-#pragma omp simd
-          for (int64_t e = 0; e < s.d; ++e) dvj[e] += w * goi[e];
-          da[i * s.t + j] = z;
-          dot += w * z;
-        }
-        // ds_ij = scale·a_ij (da_ij − Σ_j a_ij da_ij): the gradient of q·k + q·R^k + k·R^q
-        for (int64_t j = 0; j < s.t; ++j) {
-          const float ds = scale * a[i * s.t + j] * (da[i * s.t + j] - dot);
-          if (ds == 0.0f) continue;
-          const float *qi = &blk.q[i * s.d], *kj = &blk.k[j * s.d];
-          float *dqi = &dq[i * s.d], *dkj = &dk[j * s.d];
-#pragma omp simd
-          for (int64_t e = 0; e < s.d; ++e) {
-            dqi[e] += ds * kj[e];
-            dkj[e] += ds * qi[e];
-          }
-          if (s.rpe) {
-            const float *rkij = in.rk + s.R(bb, i, j, h), *rqji = in.rq + s.R(bb, j, i, h);
-            float *grkij = grk.data() + s.R(bb, i, j, h), *grqji = grq.data() + s.R(bb, j, i, h);
-#pragma omp simd
-            for (int64_t e = 0; e < s.d; ++e) {
-              dqi[e] += ds * rkij[e];
-              dkj[e] += ds * rqji[e];
-              grkij[e] += ds * qi[e];
-              grqji[e] += ds * kj[e];
-            }
-          }
-        }
-      }
-      for (int64_t i = 0; i < s.t; ++i)
-        for (int part = 0; part < 3; ++part) {
-          const float* src = (part == 0 ? dq : part == 1 ? dk : dv).data() + i * s.d;
-          float* dst = g.qkv + s.Qkv(bb, i, part, h) + pp;
-          for (int64_t e = 0; e < s.d; ++e) dst[e * s.p] = src[e];
-        }
+      const int64_t tile = idx % s.Tiles(), h = (idx / s.Tiles()) % s.heads, bb = idx / (s.Tiles() * s.heads);
+      const int64_t p0 = tile * K;
+      BackwardTile(in, s, scale, bb, h, p0, std::min(K, s.p - p0), gout, attn, da.data(), dq.data(), dk.data(),
+                   dv.data(), grk.data(), grq.data(), grv.data(), g.qkv);
     }
     if (s.rpe) {
       std::lock_guard<std::mutex> lock(merge);
@@ -209,7 +250,7 @@ class TemporalAttentionFunction : public torch::autograd::Function<TemporalAtten
                             int64_t heads, double scale) {
     const Dims s = GetDims(qkv, rk, bias, b, heads);
     at::Tensor out = at::empty({s.b * s.t, s.c, s.p}, qkv.options());
-    at::Tensor attn = at::empty({s.Blocks(), s.t, s.t}, qkv.options());
+    at::Tensor attn = at::empty({s.b, s.heads, s.t, s.t, s.p}, qkv.options());
     Inputs in{qkv.data_ptr<float>(), s.rpe ? rk.data_ptr<float>() : nullptr, s.rpe ? rq.data_ptr<float>() : nullptr,
               s.rpe ? rv.data_ptr<float>() : nullptr, s.bias ? bias.data_ptr<float>() : nullptr};
     Forward(in, s, static_cast<float>(scale), out.data_ptr<float>(), attn.data_ptr<float>());

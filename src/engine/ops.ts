@@ -389,6 +389,27 @@ export function groupNormAct(x: Tensor, groups: number, weight: Tensor, bias: Te
   });
 }
 
+/**
+ * GroupNorm of frame sequences kept in frame-major layout: x `[B, T, C, P]` (video, frame, channel,
+ * pixel) → same shape, statistics per (video, group, pixel) over the T frames and the group's
+ * channels, then `·weight[c] + bias[c]` — what GroupNorm gives on the `[B·P, C, T]` rows of the
+ * temporal attention, without permuting there and back. float32/float64 CPU run the fused kernel
+ * (`flexvid::group_norm_frames`, native/fused_norm.cc), anything else (or
+ * `setFusedGroupNorm(false)`) the same formula as separate operators.
+ */
+export function groupNormFrames(x: Tensor, groups: number, weight: Tensor, bias: Tensor, eps: number): Tensor {
+  if (fusedNormEnabled && x.device === 'cpu' && (x.dtype === 'float32' || x.dtype === 'float64') && weight.dtype === x.dtype && bias.dtype === x.dtype) {
+    return call('flexvid::group_norm_frames', x, weight, bias, groups, eps);
+  }
+  return tidy(() => {
+    const [B, T, C, P] = x.shape as [number, number, number, number];
+    const xg = x.reshape([B, T, groups, C / groups, P]);
+    const centred = xg.sub(xg.mean([1, 3], true));
+    const rstd = centred.square().mean([1, 3], true).add(eps).rsqrt();
+    return centred.mul(rstd).view([B, T, C, P]).mul(weight.view([1, 1, C, 1])).add(bias.view([1, 1, C, 1]));
+  });
+}
+
 let fusedAttentionOn = process.env.FLEXVID_FUSED_ATTENTION !== '0';
 
 /**

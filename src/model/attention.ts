@@ -11,7 +11,7 @@
  * the H·W positions — large GEMMs instead of many tiny per-position products, and the
  * `[B, T, T, C]` RPE tensors are never broadcast over positions.
  */
-import { batchedMatmul, cat, conv1d, fusableAttention, fusedChannelAttention, fusedTemporalAttention, keep, tidy, type Tensor } from '../engine/index.ts';
+import { batchedMatmul, cat, conv1d, fusableAttention, fusedChannelAttention, fusedTemporalAttention, groupNormFrames, keep, tidy, type Tensor } from '../engine/index.ts';
 import { Linear, Module, GroupNorm } from '../nn/index.ts';
 
 /**
@@ -130,23 +130,6 @@ class AttentionLayer extends Module {
   }
 
   /**
-   * The temporal attention's GroupNorm computed in frame-major layout: x `[B, T, C, P]` →
-   * `[B·T, C, P]`, statistics per (video, pixel, group) over (channels-in-group × T) — the same
-   * numbers as GroupNorm on the `[B·P, C, T]` rows, without permuting the features there and back.
-   */
-  #frameMajorNorm(x: Tensor): Tensor {
-    const [B, T, C, P] = x.shape as [number, number, number, number];
-    const G = this.norm.numGroups;
-    const xg = x.view([B, T, G, C / G, P]);
-    const mean = xg.mean([1, 3], true);
-    const centred = xg.sub(mean);
-    const rstd = centred.square().mean([1, 3], true).add(this.norm.eps).rsqrt();
-    const w = this.norm.param('weight').view([1, C, 1]);
-    const b = this.norm.param('bias').view([1, C, 1]);
-    return centred.mul(rstd).view([B * T, C, P]).mul(w).add(b);
-  }
-
-  /**
    * Spatial attention. Shape: h `[N, C, H, W]` → `[N, C, H, W]`; attends over the H·W positions
    * of each of the N frames, no mask, no RPE.
    */
@@ -190,7 +173,8 @@ class AttentionLayer extends Module {
       const scale = 1 / Math.sqrt(d);
       if (!attentionProbe.temporal && fusableAttention(h)) {
         // The fused kernel works in the features' own frame-major layout: no permutes at all.
-        const xnF = this.#frameMajorNorm(h.reshape([B, T, C, P])); // [B·T, C, P]
+        // GroupNorm per (video, pixel) over (channels-in-group × T), in place: [B·T, C, P]
+        const xnF = groupNormFrames(h.reshape([B, T, C, P]), this.norm.numGroups, this.norm.param('weight'), this.norm.param('bias'), this.norm.eps).view([B * T, C, P]);
         const qkvF = this.#project(xnF, this.qkv); // [B·T, 3C, P]
         const rpe = this.rpe ? { k: this.rpe.k.net.forward(ctx.phi, ctx.emb), q: this.rpe.q.net.forward(ctx.phi, ctx.emb), v: this.rpe.v.net.forward(ctx.phi, ctx.emb) } : null;
         const o = fusedTemporalAttention(qkvF, rpe, ctx.maskBias?.reshape([B, T, T]) ?? null, B, nh, scale);

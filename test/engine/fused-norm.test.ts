@@ -174,3 +174,75 @@ test('groupNormAct errors name what was wrong; a second derivative is refused wi
     assert.throws(() => E.autogradGrad([y], [x], { createGraph: true }), /setFusedGroupNorm\(false\)|FLEXVID_FUSED_NORM=0/);
   });
 });
+
+/** groupNormFrames by loops: x [B, T, C, P], stats per (b, g, p) over (t, c ∈ g). */
+function naiveFrames(x: Float64Array, w: Float64Array, b: Float64Array, dims: [number, number, number, number], groups: number, eps = 1e-5): Float64Array {
+  const [B, T, C, P] = dims;
+  const cg = C / groups;
+  const y = new Float64Array(x.length);
+  const at = (bb: number, t: number, c: number, p: number) => ((bb * T + t) * C + c) * P + p;
+  for (let bb = 0; bb < B; bb++)
+    for (let g = 0; g < groups; g++)
+      for (let p = 0; p < P; p++) {
+        let mean = 0;
+        let v = 0;
+        for (let t = 0; t < T; t++) for (let c = g * cg; c < (g + 1) * cg; c++) mean += x[at(bb, t, c, p)]!;
+        mean /= T * cg;
+        for (let t = 0; t < T; t++) for (let c = g * cg; c < (g + 1) * cg; c++) v += (x[at(bb, t, c, p)]! - mean) ** 2;
+        v /= T * cg;
+        for (let t = 0; t < T; t++)
+          for (let c = g * cg; c < (g + 1) * cg; c++) y[at(bb, t, c, p)] = ((x[at(bb, t, c, p)]! - mean) / Math.sqrt(v + eps)) * w[c]! + b[c]!;
+      }
+  return y;
+}
+
+test('groupNormFrames matches float64 loops (pixel counts below, at and above a 16-wide tile) and the composite', () => {
+  E.tidy(() => {
+    for (const dims of [[2, 3, 8, 5], [1, 4, 8, 16], [2, 2, 4, 37]] as [number, number, number, number][]) {
+      for (const dtype of ['float64', 'float32'] as const) {
+        const g = new E.Generator(dims[3]);
+        const x = E.randn(dims, g, { dtype }).mul(2).add(0.5);
+        const w = E.randn([dims[2]], g, { dtype }).add(1);
+        const b = E.randn([dims[2]], g, { dtype });
+        const y = E.groupNormFrames(x, 2, w, b, 1e-5);
+        const ops = E.profile(() => E.groupNormFrames(x, 2, w, b, 1e-5)).rows.map((r) => r.name);
+        assert.ok(ops.includes('flexvid::group_norm_frames'));
+        const ref = naiveFrames(x.toFloat64Array(), w.toFloat64Array(), b.toFloat64Array(), dims, 2);
+        assert.ok(maxRelErr(y.toFloat64Array(), ref) < (dtype === 'float64' ? 1e-13 : 2e-6), `${dims} ${dtype}`);
+        const prev = E.setFusedGroupNorm(false);
+        try {
+          assert.ok(maxRelErr(E.groupNormFrames(x, 2, w, b, 1e-5).toFloat64Array(), ref) < (dtype === 'float64' ? 1e-13 : 2e-6));
+        } finally {
+          E.setFusedGroupNorm(prev);
+        }
+      }
+    }
+  });
+});
+
+test('groupNormFrames gradients (x, weight, bias) match central finite differences in float64', () => {
+  E.tidy(() => {
+    const dims: [number, number, number, number] = [2, 3, 4, 18];
+    const g = new E.Generator(21);
+    const leaves = [E.randn(dims, g, { dtype: 'float64' }), E.randn([4], g, { dtype: 'float64' }).add(1), E.randn([4], g, { dtype: 'float64' })].map((t) => t.requiresGrad_());
+    const gy = E.randn(dims, g, { dtype: 'float64' });
+    E.groupNormFrames(leaves[0]!, 2, leaves[1]!, leaves[2]!, 1e-5).mul(gy).sum().backward();
+    const vals = leaves.map((t) => t.detach().toFloat64Array());
+    const gyv = gy.toFloat64Array();
+    const loss = () => naiveFrames(vals[0]!, vals[1]!, vals[2]!, dims, 2).reduce((acc, v, i) => acc + v * gyv[i]!, 0);
+    leaves.forEach((leaf, li) => {
+      const analytic = leaf.grad!.toFloat64Array();
+      const v = vals[li]!;
+      for (let i = 0; i < v.length; i += li === 0 ? 7 : 1) {
+        const keep = v[i]!;
+        v[i] = keep + 1e-6;
+        const up = loss();
+        v[i] = keep - 1e-6;
+        const down = loss();
+        v[i] = keep;
+        const numeric = (up - down) / 2e-6;
+        assert.ok(Math.abs(numeric - analytic[i]!) < 1e-6 * (1 + Math.abs(numeric)), `input ${li}, element ${i}: ${analytic[i]} vs ${numeric}`);
+      }
+    });
+  });
+});
