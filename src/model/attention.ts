@@ -37,7 +37,7 @@ export function relativePositionFeatures(frameIndices: Tensor): Tensor {
 
 /** Softmax over the last dimension in float32 whatever the logits' type (bf16/fp16 under autocast). */
 function softmax32(logits: Tensor): Tensor {
-  return logits.to({ dtype: 'float32', copy: false }).softmax(-1);
+  return (logits.dtype === 'float64' ? logits : logits.to({ dtype: 'float32', copy: false })).softmax(-1);
 }
 
 /**

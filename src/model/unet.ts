@@ -222,14 +222,15 @@ export class UNetVideoModel extends Module {
       const indicator = obs.expand([B, T, 1, H, W]);
       const h0 = cat([xIn, indicator], 2).reshape([B * T, C + 1, H, W]);
 
-      const embVideo = this.timeEmbed.forward(timestepEmbedding(inp.timesteps, this.config.modelChannels)); // [B, E]
+      // (casts are no-ops for float32; they let a float64 model run in float64 throughout)
+      const embVideo = this.timeEmbed.forward(timestepEmbedding(inp.timesteps, this.config.modelChannels).to({ dtype: inp.x.dtype, copy: false })); // [B, E]
       const emb = embVideo.unsqueeze(1).expand([B, T, this.embDim]).reshape([B * T, this.embDim]);
 
       // Frames may attend to each other only within the same group: (observed ∪ latent) or unused.
       const m = obs.add(lat).clamp(0, 1).reshape([B, T]);
       const same = m.unsqueeze(2).eq(m.unsqueeze(1)); // [B, T, T]
-      const maskBias = zeros([B, 1, T, T], { device: inp.x.device }).maskedFill(same.logicalNot().reshape([B, 1, T, T]), -Infinity);
-      const ctx: TemporalContext = { B, T, phi: relativePositionFeatures(inp.frameIndices), emb: embVideo, maskBias };
+      const maskBias = zeros([B, 1, T, T], { device: inp.x.device, dtype: inp.x.dtype }).maskedFill(same.logicalNot().reshape([B, 1, T, T]), -Infinity);
+      const ctx: TemporalContext = { B, T, phi: relativePositionFeatures(inp.frameIndices).to({ dtype: inp.x.dtype, copy: false }), emb: embVideo, maskBias };
 
       const skips: Tensor[] = [];
       let h = h0;

@@ -13,6 +13,7 @@ import { tensorToRaw } from '../../src/nn/checkpoint.ts';
 import { loadModelCheckpoint } from '../../src/training/checkpoint.ts';
 import { readNpy } from '../../src/data/npy.ts';
 import { deterministicFill } from './helpers.ts';
+import { withPlainKernels } from './helpers.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..');
@@ -43,7 +44,7 @@ test('flexvid convert imports a reference-format checkpoint that reproduces the 
     const i = arange(0, n, 1, { dtype: 'float64' });
     const x = i.mul(0.013).sin().to({ dtype: 'float32' }).reshape([B, T, 3, 32, 32]);
     const x0 = i.mul(0.007).cos().to({ dtype: 'float32' }).reshape([B, T, 3, 32, 32]);
-    const y = inferenceMode(() =>
+    const y = withPlainKernels(() => inferenceMode(() =>
       loaded.model.forward({
         x,
         x0,
@@ -52,7 +53,7 @@ test('flexvid convert imports a reference-format checkpoint that reproduces the 
         obsMask: tensor([[1, 1, 0, 0, 0], [0, 1, 0, 1, 0]]),
         latentMask: tensor([[0, 0, 1, 1, 0], [1, 0, 1, 0, 0]]),
       }),
-    ).toFloat32Array();
+    )).toFloat32Array();
     const want = readNpy(path.join(here, '../fixtures/model/parity_out.npy')).data as Float32Array;
     let err = 0;
     for (let k = 0; k < y.length; k++) err = Math.max(err, Math.abs(y[k]! - want[k]!));

@@ -1,5 +1,5 @@
 /** Test helpers shared by the model tests. */
-import { noGrad, arange, type Tensor } from '../../src/engine/index.ts';
+import { noGrad, arange, setFusedAttention, setFusedGroupNorm, setWinogradConv, type Tensor } from '../../src/engine/index.ts';
 import type { Module } from '../../src/nn/index.ts';
 
 /**
@@ -21,4 +21,23 @@ export function deterministicFill(model: Module): void {
       for (const t of [i, v, w, shaped] as Tensor[]) t.dispose();
     }
   });
+}
+
+/**
+ * Run `fn` on libtorch's own kernels only — no Winograd convolution, no fused GroupNorm or
+ * attention — the configuration whose float32 rounding is comparable with PyTorch's (the parity
+ * fixtures' 1e-4). The fast kernels round differently (Winograd most: ≈ 2× the rms error against
+ * float64); unet.test.ts checks them against a float64 run.
+ */
+export function withPlainKernels<T>(fn: () => T): T {
+  const w = setWinogradConv(false);
+  const a = setFusedAttention(false);
+  const n = setFusedGroupNorm(false);
+  try {
+    return fn();
+  } finally {
+    setWinogradConv(w);
+    setFusedAttention(a);
+    setFusedGroupNorm(n);
+  }
 }
