@@ -173,6 +173,15 @@ export function cat(tensors: Tensor[], dim = 0): Tensor {
   return call('cat', tensors, dim);
 }
 
+/**
+ * `cat([a, b], dim)` whose backward gives a and b contiguous gradients instead of slices of the
+ * output's gradient (libtorch's oneDNN convolution backward is several times slower on such
+ * slices). Same forward as `cat`. Shapes: a and b equal except along `dim`.
+ */
+export function catDenseGrad(a: Tensor, b: Tensor, dim: number): Tensor {
+  return call('flexvid::cat_dense_grad', a, b, dim);
+}
+
 export function stack(tensors: Tensor[], dim = 0): Tensor {
   return call('stack', tensors, dim);
 }
@@ -272,6 +281,12 @@ function rep(v: IntOrPair | undefined, n: number, dflt: number): number[] {
 
 /** 1-D convolution. Shape: x `[N, C, L]`, weight `[O, C/groups, k]`. */
 export function conv1d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvOptions = {}): Tensor {
+  if (projectEligible(x, weight, o, 1)) {
+    const w = weight.view([weight.shape[0]!, weight.shape[1]!]);
+    const y = call('flexvid::project', x, w, bias ?? null);
+    w.dispose();
+    return y;
+  }
   return call('conv1d', x, weight, bias ?? null, rep(o.stride, 1, 1), rep(o.padding, 1, 0), rep(o.dilation, 1, 1), o.groups ?? 1);
 }
 
@@ -306,9 +321,32 @@ function winogradEligible(x: Tensor, weight: Tensor, o: ConvOptions): boolean {
   return ones(o.stride, 1) && ones(o.padding, 0) && ones(o.dilation, 1) && !native.isAutocast('cpu');
 }
 
+/**
+ * 1×1, stride-1, unpadded, ungrouped float32 CPU convolutions (no autocast), with the Winograd
+ * switch on: `flexvid::project` computes them as oneDNN matmuls on the plain layout
+ * (native/project.cc), without libtorch's reorders to and from oneDNN's blocked layout.
+ */
+function projectEligible(x: Tensor, weight: Tensor, o: ConvOptions, dims: number): boolean {
+  if (!winogradEnabled || x.device !== 'cpu' || x.dtype !== 'float32' || weight.dtype !== 'float32' || (o.groups ?? 1) !== 1) return false;
+  if (x.ndim !== dims + 2 || !weight.shape.slice(2).every((k) => k === 1) || native.isAutocast('cpu')) return false;
+  // Short rows make small products: below 32 positions libtorch's convolution wins (measured at 16 and 10).
+  if (x.shape.slice(2).reduce((a, b) => a * b, 1) < 32) return false;
+  return rep(o.stride, dims, 1).every((e) => e === 1) && rep(o.padding, dims, 0).every((e) => e === 0);
+}
+
 /** 2-D convolution. Shape: x `[N, C, H, W]`, weight `[O, C/groups, kh, kw]`. */
 export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvOptions = {}): Tensor {
   if (winogradEligible(x, weight, o)) return call('flexvid::conv3x3', x, weight, bias ?? null);
+  if (projectEligible(x, weight, o, 2)) {
+    const [N, C, H, W] = x.shape as [number, number, number, number];
+    const O = weight.shape[0]!;
+    const rows = x.reshape([N, C, H * W]);
+    const w = weight.view([O, C]);
+    const y = call('flexvid::project', rows, w, bias ?? null);
+    const out = y.view([N, O, H, W]);
+    for (const t of [rows, w, y]) t.dispose();
+    return out;
+  }
   return call('conv2d', x, weight, bias ?? null, rep(o.stride, 2, 1), rep(o.padding, 2, 0), rep(o.dilation, 2, 1), o.groups ?? 1);
 }
 

@@ -121,7 +121,8 @@ test('convolutions Winograd does not cover take libtorch’s convolution, with i
       [[2, 16, 4, 4], [16, 16, 3, 3], { padding: 1 }], // smaller than 8×8
       [[2, 3, 8, 8], [16, 3, 3, 3], { padding: 1 }], // 3 input channels
       [[2, 16, 8, 8], [16, 16, 3, 3], { padding: 1, stride: 2 }], // strided
-      [[2, 16, 8, 8], [16, 16, 1, 1], {}], // 1×1
+      [[2, 16, 4, 4], [16, 16, 1, 1], {}], // 1×1 on fewer than 32 positions (larger ones: flexvid::project)
+      [[2, 16, 8, 8], [16, 16, 1, 1], { stride: 2 }], // strided 1×1
     ];
     for (const [xs, ws, o] of cases) {
       const x = E.randn(xs, g);
@@ -236,6 +237,56 @@ test('batchedMatmul through oneDNN matmul: transposed-view operands, values and 
           for (let i = 0; i < M; i++) s += A[(q * K + k) * M + i]! * W[(q * M + i) * N + j]!;
           assert.ok(Math.abs(gB[(q * K + k) * N + j]! - s) < 1e-5);
         }
+      }
+  });
+});
+
+test('1×1 convolutions (conv1d and conv2d) through flexvid::project: values and gradients against float64 loops', { skip: skipWhy }, () => {
+  E.tidy(() => {
+    const g = new E.Generator(31);
+    const [N, C, O, H, W] = [3, 5, 7, 6, 6]; // 36 positions
+    for (const withBias of [true, false])
+      for (const dims of [1, 2]) {
+        const x = (dims === 2 ? E.randn([N, C, H, W], g) : E.randn([N, C, H * W], g)).requiresGrad_();
+        const w = (dims === 2 ? E.randn([O, C, 1, 1], g) : E.randn([O, C, 1], g)).requiresGrad_();
+        const b = withBias ? E.randn([O], g).requiresGrad_() : null;
+        const gy = E.randn(dims === 2 ? [N, O, H, W] : [N, O, H * W], g);
+        let y: E.Tensor | undefined;
+        const ops = E.profile(() => {
+          y = dims === 2 ? E.conv2d(x, w, b) : E.conv1d(x, w, b);
+          y.mul(gy).sum().backward();
+        }).rows.map((r) => r.name);
+        assert.ok(ops.includes('flexvid::project'), `expected flexvid::project, ran ${ops.filter((n) => /conv|project|mm/.test(n)).join(', ')}`);
+        const X = x.detach().toFloat64Array();
+        const Wt = w.detach().toFloat64Array();
+        const Bv = b ? b.detach().toFloat64Array() : new Float64Array(O);
+        const G = gy.toFloat64Array();
+        const L = H * W;
+        const want = new Float64Array(N * O * L);
+        const gx = new Float64Array(X.length);
+        const gw = new Float64Array(Wt.length);
+        const gb = new Float64Array(O);
+        for (let n = 0; n < N; n++)
+          for (let o = 0; o < O; o++)
+            for (let l = 0; l < L; l++) {
+              let s = Bv[o]!;
+              for (let c = 0; c < C; c++) s += Wt[o * C + c]! * X[(n * C + c) * L + l]!;
+              want[(n * O + o) * L + l] = s;
+              const gv = G[(n * O + o) * L + l]!;
+              gb[o] += gv;
+              for (let c = 0; c < C; c++) {
+                gx[(n * C + c) * L + l] += gv * Wt[o * C + c]!;
+                gw[o * C + c] += gv * X[(n * C + c) * L + l]!;
+              }
+            }
+        const close = (a: Float64Array, e: Float64Array, what: string) => {
+          const scale = Math.max(...Array.from(e, Math.abs));
+          a.forEach((v, i) => assert.ok(Math.abs(v - e[i]!) <= 1e-5 * scale, `${what}[${i}] (dims ${dims}, bias ${withBias}): ${v} vs ${e[i]}`));
+        };
+        close(y!.toFloat64Array(), want, 'y');
+        close(x.grad!.toFloat64Array(), gx, 'dx');
+        close(w.grad!.toFloat64Array(), gw, 'dw');
+        if (b) close(b.grad!.toFloat64Array(), gb, 'db');
       }
   });
 });
