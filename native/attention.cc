@@ -16,6 +16,8 @@
 #include <torch/torch.h>
 #include <torch/library.h>
 
+#include "autograd_util.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -205,9 +207,7 @@ class ChannelAttentionFunction : public torch::autograd::Function<ChannelAttenti
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "flexvid::channel_attention (fused attention) is not twice differentiable; turn it off for "
-                "higher-order gradients with setFusedAttention(false) or FLEXVID_FUSED_ATTENTION=0");
+    RefuseDoubleBackward("flexvid::channel_attention (fused attention)", "setFusedAttention(false) or FLEXVID_FUSED_ATTENTION=0");
     auto saved = ctx->get_saved_variables();
     const at::Tensor &qkv = saved[0], &lse = saved[1];
     const int64_t heads = ctx->saved_data["heads"].toInt();

@@ -18,6 +18,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "autograd_util.h"
 #include "simd.h"
 
 #include <algorithm>
@@ -235,9 +236,7 @@ class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunc
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     // The gradients below are computed outside autograd, so they cannot be differentiated again.
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "flexvid::group_norm_silu (fused GroupNorm) is not twice differentiable; turn it off for "
-                "higher-order gradients with setFusedGroupNorm(false) or FLEXVID_FUSED_NORM=0");
+    RefuseDoubleBackward("flexvid::group_norm_silu (fused GroupNorm)", "setFusedGroupNorm(false) or FLEXVID_FUSED_NORM=0");
     auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &gamma = saved[1], &beta = saved[2], &scale = saved[3], &shift = saved[4];
     const at::Tensor &mean = saved[5], &rstd = saved[6];
@@ -419,9 +418,7 @@ class GroupNormFramesFunction : public torch::autograd::Function<GroupNormFrames
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "flexvid::group_norm_frames (fused GroupNorm) is not twice differentiable; turn it off for "
-                "higher-order gradients with setFusedGroupNorm(false) or FLEXVID_FUSED_NORM=0");
+    RefuseDoubleBackward("flexvid::group_norm_frames (fused GroupNorm)", "setFusedGroupNorm(false) or FLEXVID_FUSED_NORM=0");
     auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &gamma = saved[1], &mean = saved[2], &rstd = saved[3];
     const FrameDims s = GetFrameDims(x, ctx->saved_data["groups"].toInt());

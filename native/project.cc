@@ -9,6 +9,8 @@
 #include <torch/torch.h>
 #include <torch/library.h>
 
+#include "autograd_util.h"
+
 #include <map>
 #include <memory>
 #include <mutex>
@@ -90,9 +92,7 @@ class ProjectFunction : public torch::autograd::Function<ProjectFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "flexvid::project (1×1 convolution as matmul) is not twice differentiable; turn the oneDNN kernels "
-                "off for higher-order gradients with setWinogradConv(false) or FLEXVID_WINOGRAD=0");
+    RefuseDoubleBackward("flexvid::project (1×1 convolution as matmul)", "setWinogradConv(false) or FLEXVID_WINOGRAD=0");
     auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &w = saved[1];
     const int64_t n = x.size(0), cin = x.size(1), l = x.size(2), cout = w.size(0);

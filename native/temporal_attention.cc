@@ -21,6 +21,8 @@
 #include <torch/torch.h>
 #include <torch/library.h>
 
+#include "autograd_util.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -263,9 +265,7 @@ class TemporalAttentionFunction : public torch::autograd::Function<TemporalAtten
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "flexvid::temporal_attention (fused attention) is not twice differentiable; turn it off for "
-                "higher-order gradients with setFusedAttention(false) or FLEXVID_FUSED_ATTENTION=0");
+    RefuseDoubleBackward("flexvid::temporal_attention (fused attention)", "setFusedAttention(false) or FLEXVID_FUSED_ATTENTION=0");
     auto saved = ctx->get_saved_variables();
     const at::Tensor &qkv = saved[0], &rk = saved[1], &rq = saved[2], &rv = saved[3], &bias = saved[4], &attn = saved[5];
     const Dims s = GetDims(qkv, rk, bias, ctx->saved_data["b"].toInt(), ctx->saved_data["heads"].toInt());

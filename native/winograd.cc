@@ -14,6 +14,8 @@
 #include <torch/torch.h>
 #include <torch/library.h>
 
+#include "autograd_util.h"
+
 #include <mutex>
 #include <unordered_map>
 
@@ -141,9 +143,7 @@ class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     // The gradients below are computed outside autograd, so they cannot be differentiated again.
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "flexvid::conv3x3 (Winograd convolution) is not twice differentiable; turn it off for "
-                "higher-order gradients with setWinogradConv(false) or FLEXVID_WINOGRAD=0");
+    RefuseDoubleBackward("flexvid::conv3x3 (Winograd convolution)", "setWinogradConv(false) or FLEXVID_WINOGRAD=0");
     const Plan* plan = reinterpret_cast<const Plan*>(ctx->saved_data["plan"].toInt());
     auto saved = ctx->get_saved_variables();
     const at::Tensor& xs = saved[0];

@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as E from '../../src/engine/index.ts';
+import { maxRelErr } from './helpers.ts';
 import { FactorizedAttentionBlock } from '../../src/model/attention.ts';
 import { setInitSeed } from '../../src/nn/index.ts';
 
@@ -48,15 +49,6 @@ function composite(qkv: E.Tensor, heads: number, scale: number): E.Tensor {
   return E.einsum('nhij,nhej->nhei', [a, v]).reshape([N, C, L]);
 }
 
-function relErr(a: Float64Array, b: Float64Array): number {
-  let err = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    err = Math.max(err, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return err / scale;
-}
 
 test('fused attention values match float64 loops (odd sizes, one and several heads)', { skip }, () => {
   E.tidy(() => {
@@ -65,7 +57,7 @@ test('fused attention values match float64 loops (odd sizes, one and several hea
       const scale = 1 / Math.sqrt(C / heads);
       const got = E.fusedChannelAttention(qkv, heads, scale);
       assert.ok(got, 'kernel should run');
-      const err = relErr(got.toFloat64Array(), naive(qkv.toFloat64Array(), N, C, L, heads, scale));
+      const err = maxRelErr(got.toFloat64Array(), naive(qkv.toFloat64Array(), N, C, L, heads, scale));
       assert.ok(err < 2e-6, `[${N}, ${3 * C}, ${L}] × ${heads} heads: ${err}`);
     }
   });
@@ -84,7 +76,7 @@ test('fused attention gradient matches float64 autograd of the formula, on 1 and
         E.fusedChannelAttention(qkv, heads, 0.4)!.mul(gy).sum().backward();
         const q64 = qkv.detach().to({ dtype: 'float64' }).requiresGrad_();
         composite(q64, heads, 0.4).mul(gy.to({ dtype: 'float64' })).sum().backward();
-        const err = relErr(qkv.grad!.toFloat64Array(), q64.grad!.toFloat64Array());
+        const err = maxRelErr(qkv.grad!.toFloat64Array(), q64.grad!.toFloat64Array());
         assert.ok(err < 5e-6, `${threads} thread(s): ${err}`);
       });
     }
@@ -99,7 +91,7 @@ test('fused attention is stable for large logits (|scale·q·k| up to ≈ 100)',
     const qkv = E.randn([N, 3 * C, L], new E.Generator(9)).mul(6);
     const got = E.fusedChannelAttention(qkv, 1, 1)!.toFloat64Array();
     assert.ok(got.every(Number.isFinite));
-    assert.ok(relErr(got, naive(qkv.toFloat64Array(), N, C, L, 1, 1)) < 1e-5);
+    assert.ok(maxRelErr(got, naive(qkv.toFloat64Array(), N, C, L, 1, 1)) < 1e-5);
   });
 });
 
@@ -118,7 +110,7 @@ test('setFusedAttention(false) makes it return null; the spatial attention layer
       const ops = E.profile(() => layer.spatial(h)).rows.map((r) => r.name);
       assert.ok(!ops.includes('flexvid::channel_attention'));
       const plain = layer.spatial(h);
-      assert.ok(relErr(fused.toFloat64Array(), plain.toFloat64Array()) < 1e-5);
+      assert.ok(maxRelErr(fused.toFloat64Array(), plain.toFloat64Array()) < 1e-5);
     } finally {
       E.setFusedAttention(prev);
     }
@@ -132,7 +124,7 @@ test('fused attention: inference mode, bad shapes named, second derivative refus
   const qkv = E.keep(E.randn([2, 24, 10], new E.Generator(12)).requiresGrad_());
   E.tidy(() => {
     const inf = E.inferenceMode(() => E.fusedChannelAttention(qkv, 2, 0.5)!);
-    assert.ok(relErr(inf.toFloat64Array(), naive(qkv.toFloat64Array(), 2, 8, 10, 2, 0.5)) < 2e-6);
+    assert.ok(maxRelErr(inf.toFloat64Array(), naive(qkv.toFloat64Array(), 2, 8, 10, 2, 0.5)) < 2e-6);
     assert.throws(() => E.fusedChannelAttention(E.zeros([2, 24, 10]), 5, 1), /C divisible by 5 heads/);
     const y = E.fusedChannelAttention(qkv, 2, 0.5)!.square().sum();
     assert.throws(() => E.autogradGrad([y], [qkv], { createGraph: true }), /setFusedAttention\(false\)|FLEXVID_FUSED_ATTENTION=0/);

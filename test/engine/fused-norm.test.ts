@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as E from '../../src/engine/index.ts';
+import { maxRelErr } from './helpers.ts';
 
 const [N, C, S, G] = [2, 8, 5, 4]; // x [N, C, S], groups of 2 channels
 
@@ -34,15 +35,6 @@ function naive(x: Float64Array, w: Float64Array, b: Float64Array, s: Float64Arra
   return y;
 }
 
-function maxRelErr(a: Float64Array, b: Float64Array): number {
-  let err = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    err = Math.max(err, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return err / scale;
-}
 
 function inputs(seed: number, dtype: 'float32' | 'float64') {
   const g = new E.Generator(seed);

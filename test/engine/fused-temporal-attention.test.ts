@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as E from '../../src/engine/index.ts';
+import { maxRelErr } from './helpers.ts';
 import { FactorizedAttentionBlock, relativePositionFeatures, type TemporalContext } from '../../src/model/attention.ts';
 import { setInitSeed } from '../../src/nn/index.ts';
 
@@ -66,15 +67,6 @@ function composite(qkv: E.Tensor, r: { k: E.Tensor; q: E.Tensor; v: E.Tensor }, 
   return E.einsum('bhpij,bjhep->bihep', [a, v]).add(E.einsum('bhpij,bijhe->bihep', [a, rv(r.v)])).reshape([B * T, C, P]);
 }
 
-function relErr(a: Float64Array, b: Float64Array): number {
-  let err = 0;
-  let s = 0;
-  for (let i = 0; i < a.length; i++) {
-    err = Math.max(err, Math.abs(a[i]! - b[i]!));
-    s = Math.max(s, Math.abs(b[i]!));
-  }
-  return err / s;
-}
 
 function inputs(seed: number) {
   const g = new E.Generator(seed);
@@ -94,7 +86,7 @@ test('fused temporal attention values match float64 loops (with and without RPE 
         assert.ok(got, 'kernel should run');
         const f64 = (t: E.Tensor) => t.toFloat64Array();
         const ref = naive(f64(qkv), withR ? { k: f64(r.k), q: f64(r.q), v: f64(r.v) } : null, withMask ? f64(bias) : null);
-        assert.ok(relErr(got.toFloat64Array(), ref) < 2e-6, `rpe ${withR}, mask ${withMask}: ${relErr(got.toFloat64Array(), ref)}`);
+        assert.ok(maxRelErr(got.toFloat64Array(), ref) < 2e-6, `rpe ${withR}, mask ${withMask}: ${maxRelErr(got.toFloat64Array(), ref)}`);
       }
   });
 });
@@ -110,7 +102,7 @@ test('fused temporal attention gradients (qkv, Rk, Rq, Rv) match float64 autogra
     const ref = leaves.map((x) => x.detach().to({ dtype: 'float64' }).requiresGrad_());
     composite(ref[0]!, { k: ref[1]!, q: ref[2]!, v: ref[3]! }, bias.to({ dtype: 'float64' })).mul(gy.to({ dtype: 'float64' })).sum().backward();
     leaves.forEach((x, i) => {
-      const err = relErr(x.grad!.toFloat64Array(), ref[i]!.grad!.toFloat64Array());
+      const err = maxRelErr(x.grad!.toFloat64Array(), ref[i]!.grad!.toFloat64Array());
       assert.ok(err < 5e-6, `input ${i}: ${err}`);
     });
   });
