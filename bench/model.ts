@@ -6,7 +6,7 @@
  * same computations run in bench/pytorch/model_peer.py (the spec-derived U-Net), alternating with
  * ours so both see the same load; the ratio is the median of per-repetition ratios.
  *
- * Usage: npm run bench -- model [--cases balls-train,balls-sample,maze-train,maze-sample] [--reps 3] [--warmup 2] [--threads 2] [--no-pytorch]
+ * Usage: npm run bench -- model [--cases balls-train,balls-sample,maze-train,maze-sample] [--reps 3] [--warmup 3] [--threads 2] [--no-pytorch]
  *        [--amp bf16]                     (forward passes under bf16 autocast, ours and the peer's)
  *        [--profile] [--profile-shapes]   (print an operator profile of one step per case, to stderr)
  *        [--peer-layout spec|reference]   (the peer's attention: einsums written from the spec (default), or
@@ -99,7 +99,7 @@ function flag(args: string[], name: string, dflt: string): string {
 export async function run(args: string[]): Promise<void> {
   const cases = flag(args, 'cases', 'balls-train,balls-sample,maze-train,maze-sample').split(',');
   const reps = Number(flag(args, 'reps', '3'));
-  const warmup = Number(flag(args, 'warmup', '2'));
+  const warmup = Number(flag(args, 'warmup', '3'));
   const threads = Number(flag(args, 'threads', '2'));
   const amp = flag(args, 'amp', 'off');
   if (amp !== 'off' && amp !== 'bf16') throw new Error(`--amp: expected off or bf16, got ${amp}`);
