@@ -173,15 +173,6 @@ export function cat(tensors: Tensor[], dim = 0): Tensor {
   return call('cat', tensors, dim);
 }
 
-/**
- * `cat([a, b], dim)` whose backward gives a and b contiguous gradients instead of slices of the
- * output's gradient (libtorch's oneDNN convolution backward is several times slower on such
- * slices). Same forward as `cat`. Shapes: a and b equal except along `dim`.
- */
-export function catDenseGrad(a: Tensor, b: Tensor, dim: number): Tensor {
-  return call('flexvid::cat_dense_grad', a, b, dim);
-}
-
 export function stack(tensors: Tensor[], dim = 0): Tensor {
   return call('stack', tensors, dim);
 }

@@ -3,7 +3,7 @@
  * conditioning and factorized temporal/spatial attention with relative positions. Parameter names
  * equal the reference's state-dict keys (§12), so reference checkpoints load directly.
  */
-import { arange, cat, catDenseGrad, interpolate, tidy, zeros, type Tensor } from '../engine/index.ts';
+import { arange, cat, interpolate, tidy, zeros, type Tensor } from '../engine/index.ts';
 import { Conv2d, Dropout, GroupNorm, Linear, Module, ModuleList, Sequential, SiLU, type Layer } from '../nn/index.ts';
 import { attentionRates, resolveUNetConfig, type UNetConfig } from './config.ts';
 import { FactorizedAttentionBlock, relativePositionFeatures, type TemporalContext } from './attention.ts';
@@ -240,8 +240,7 @@ export class UNetVideoModel extends Module {
       }
       h = this.middleBlock.forward(h, emb, ctx);
       for (const block of this.outputBlocks.items) {
-        // (catDenseGrad: the skip convolution's backward is slow on the channel slices cat's backward gives)
-        h = block.forward(catDenseGrad(h, skips.pop()!, 1), emb, ctx);
+        h = block.forward(cat([h, skips.pop()!], 1), emb, ctx);
       }
       // Under autocast the last convolution runs in bf16/fp16; losses and samplers see the input's type.
       const [outNorm, , outConv] = this.out.layers as [GroupNorm, SiLU, Conv2d];
