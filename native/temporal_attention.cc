@@ -15,9 +15,9 @@
 // Why: with batched products the attention needs the features permuted to [B·P, C, T] and back,
 // q, k, v copied into [B, heads, T, P, d], the logits, relative terms and probabilities as
 // [B, heads, P, T, T] tensors and the output merged back — a dozen full copies of the activations
-// for T² = 100 multiply-adds per element. Here each (b, p, h) block is a few hundred
-// multiply-adds in registers; the products' gradients for R (shared by all pixels) are summed
-// per thread.
+// for T² = 100 multiply-adds per element. Here the work items are (video, head, 16 consecutive
+// pixels), whose values are contiguous for every frame and channel, so the products vectorise
+// across pixels; the gradients of R (shared by all pixels) are summed per thread.
 #include <torch/torch.h>
 #include <torch/library.h>
 
@@ -245,6 +245,12 @@ Dims GetDims(const at::Tensor& qkv, const at::Tensor& rk, const at::Tensor& bias
   return {b, t, c, qkv.size(2), heads, c / heads, rk.numel() > 0, bias.numel() > 0};
 }
 
+Inputs GetInputs(const at::Tensor& qkv, const at::Tensor& rk, const at::Tensor& rq, const at::Tensor& rv,
+                 const at::Tensor& bias, const Dims& s) {
+  auto ptr = [](const at::Tensor& t, bool present) { return present ? t.data_ptr<float>() : nullptr; };
+  return {qkv.data_ptr<float>(), ptr(rk, s.rpe), ptr(rq, s.rpe), ptr(rv, s.rpe), ptr(bias, s.bias)};
+}
+
 class TemporalAttentionFunction : public torch::autograd::Function<TemporalAttentionFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& qkv, const at::Tensor& rk,
@@ -253,8 +259,7 @@ class TemporalAttentionFunction : public torch::autograd::Function<TemporalAtten
     const Dims s = GetDims(qkv, rk, bias, b, heads);
     at::Tensor out = at::empty({s.b * s.t, s.c, s.p}, qkv.options());
     at::Tensor attn = at::empty({s.b, s.heads, s.t, s.t, s.p}, qkv.options());
-    Inputs in{qkv.data_ptr<float>(), s.rpe ? rk.data_ptr<float>() : nullptr, s.rpe ? rq.data_ptr<float>() : nullptr,
-              s.rpe ? rv.data_ptr<float>() : nullptr, s.bias ? bias.data_ptr<float>() : nullptr};
+    const Inputs in = GetInputs(qkv, rk, rq, rv, bias, s);
     Forward(in, s, static_cast<float>(scale), out.data_ptr<float>(), attn.data_ptr<float>());
     ctx->save_for_backward({qkv, rk, rq, rv, bias, attn});
     ctx->saved_data["b"] = b;
@@ -273,8 +278,7 @@ class TemporalAttentionFunction : public torch::autograd::Function<TemporalAtten
     at::Tensor gqkv = at::empty_like(qkv);
     at::Tensor grk, grq, grv;
     if (s.rpe) grk = at::zeros_like(rk), grq = at::zeros_like(rq), grv = at::zeros_like(rv);
-    Inputs in{qkv.data_ptr<float>(), s.rpe ? rk.data_ptr<float>() : nullptr, s.rpe ? rq.data_ptr<float>() : nullptr,
-              s.rpe ? rv.data_ptr<float>() : nullptr, s.bias ? bias.data_ptr<float>() : nullptr};
+    const Inputs in = GetInputs(qkv, rk, rq, rv, bias, s);
     Grads g{gqkv.data_ptr<float>(), s.rpe ? grk.data_ptr<float>() : nullptr, s.rpe ? grq.data_ptr<float>() : nullptr,
             s.rpe ? grv.data_ptr<float>() : nullptr};
     Backward(in, gout.data_ptr<float>(), attn.data_ptr<float>(), s, static_cast<float>(ctx->saved_data["scale"].toDouble()), g);
