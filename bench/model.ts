@@ -1,7 +1,7 @@
 /**
  * Model benchmark (issue 4): a training step (forward + backward + AdamW, autoregressive masks)
- * and one sampling stage (the default Heun string: 47 steps + 1 warm-up call, 10 frames with 5
- * observed / 20 with 10) for the Balls config (32², ch 64, 1 res-block, batch 2 × 10 frames) and
+ * and one sampling stage (the default Heun string: 46 steps, 10 frames with 5 observed / 20 with
+ * 10; the model finishes only the latent frames, see UNetInputs.outputMask) for the Balls config (32², ch 64, 1 res-block, batch 2 × 10 frames) and
  * the Maze config (64², ch 128, 1 res-block, 1 video × 20 frames). When PyTorch is importable the
  * same computations run in bench/pytorch/model_peer.py (the spec-derived U-Net), alternating with
  * ours so both see the same load; the ratio is the median of per-repetition ratios.
@@ -11,16 +11,19 @@
  *        [--profile] [--profile-shapes]   (print an operator profile of one step per case, to stderr)
  *        [--peer-layout spec|reference]   (the peer's attention: einsums written from the spec (default), or
  *                                          the reference implementation's operation order; equal results)
+ *        [--same-work]                    (do exactly the reference's work: every frame through the whole
+ *                                          U-Net and the Heun sampler's discarded warm-up call)
  */
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as E from '../src/engine/index.ts';
 import { AdamW, setInitSeed } from '../src/nn/index.ts';
 import { UNetVideoModel } from '../src/model/unet.ts';
-import { forwardGflopPerFrame } from '../src/model/flops.ts';
+import { forwardGflopPerFrame, frameTailGflopPerFrame } from '../src/model/flops.ts';
 import { GaussianDiffusion } from '../src/diffusion/gaussian-diffusion.ts';
 import { sampleHeun } from '../src/diffusion/samplers.ts';
 import { parseSampler, DEFAULT_SAMPLER, type HeunSamplerArgs } from '../src/diffusion/sampler-args.ts';
+import { planHeun } from '../src/diffusion/heun-plan.ts';
 import { findPython, median, Peer } from './lib/peer.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -37,7 +40,8 @@ interface Bench {
   dispose(): void;
 }
 
-function setup(caseName: string, amp: 'off' | 'bf16'): Bench {
+/** `sameWork`: the reference's exact work — every frame to the end, and the Heun sampler's discarded warm-up call. */
+function setup(caseName: string, amp: 'off' | 'bf16', sameWork: boolean): Bench {
   const [name, kind] = caseName.split('-') as ['balls' | 'maze', 'train' | 'sample'];
   const c = CONFIGS[name];
   setInitSeed(0);
@@ -51,8 +55,12 @@ function setup(caseName: string, amp: 'off' | 'bf16'): Bench {
   const obs = keepT(E.tensor(obsArr, { shape: [B, c.T] }));
   const lat = keepT(obs.rsub(1));
   const fi = keepT(E.arange(0, c.T, 1, { dtype: 'float32' }).unsqueeze(0).expand([B, c.T]).contiguous());
-  const modelFn = (x: E.Tensor, ts: E.Tensor) => model.forward({ x, x0, timesteps: ts, frameIndices: fi, obsMask: obs, latentMask: lat });
-  const fwdFlops = forwardGflopPerFrame(model.config, c.T) * 1e9 * B * c.T;
+  // As the training loop and the sampling pipeline do: outputs only for the frames losses and samplers read.
+  const outputMask = sameWork ? undefined : lat;
+  const modelFn = (x: E.Tensor, ts: E.Tensor) => model.forward({ x, x0, timesteps: ts, frameIndices: fi, obsMask: obs, latentMask: lat, outputMask });
+  // FLOPs actually run: the frame-independent tail only for the latent frames unless sameWork.
+  const skipped = sameWork ? 0 : B * c.nObs;
+  const fwdFlops = (forwardGflopPerFrame(model.config, c.T) * B * c.T - frameTailGflopPerFrame(model.config, c.T) * skipped) * 1e9;
   const cleanup = () => {
     for (const t of [x0, obs, lat, fi]) t.dispose();
   };
@@ -80,9 +88,9 @@ function setup(caseName: string, amp: 'off' | 'bf16'): Bench {
   model.eval();
   const args = parseSampler(DEFAULT_SAMPLER) as HeunSamplerArgs;
   return {
-    flops: 48 * fwdFlops,
+    flops: (planHeun(diffusion.schedule.alphasCumprod, args).steps.length + (sameWork ? 1 : 0)) * fwdFlops, // one model call per step
     step() {
-      E.tidy(() => E.inferenceMode(() => E.withAmp(amp, 'cpu', () => sampleHeun(diffusion, modelFn, args, { x0, obsMask: obs, generator: g }))));
+      E.tidy(() => E.inferenceMode(() => E.withAmp(amp, 'cpu', () => sampleHeun(diffusion, modelFn, args, { x0, obsMask: obs, generator: g, warmupCall: sameWork }))));
     },
     dispose() {
       model.dispose();
@@ -107,11 +115,14 @@ export async function run(args: string[]): Promise<void> {
   if (peerLayout !== 'spec' && peerLayout !== 'reference') throw new Error(`--peer-layout: expected spec or reference, got ${peerLayout}`);
   E.setNumThreads(threads);
   const python = args.includes('--no-pytorch') ? null : findPython();
-  const peer = python ? new Peer(python, path.join(here, 'pytorch', 'model_peer.py'), threads, ['--amp', amp, '--layout', peerLayout]) : null;
+  // The reference's stage: one model call per Heun step plus its discarded warm-up call.
+  const referenceCalls = planHeun(new GaussianDiffusion().schedule.alphasCumprod, parseSampler(DEFAULT_SAMPLER) as HeunSamplerArgs).steps.length + 1;
+  const peerArgs = ['--amp', amp, '--layout', peerLayout, '--sample-calls', String(referenceCalls)];
+  const peer = python ? new Peer(python, path.join(here, 'pytorch', 'model_peer.py'), threads, peerArgs) : null;
   const torchInfo = peer ? await peer.next() : null;
   const rows: { case: string; ms: number; gflops: number; pct_peak: number; pytorch_ms?: number; ratio_vs_pytorch?: number }[] = [];
   for (const name of cases) {
-    const b = setup(name, amp);
+    const b = setup(name, amp, args.includes('--same-work'));
     if (peer) await peer.request({ cmd: 'setup', case: name });
     // Warm-up: the first steps grow the heap to its working size (page faults) on both sides.
     for (let w = 0; w < warmup; w++) b.step();
@@ -138,7 +149,7 @@ export async function run(args: string[]): Promise<void> {
     b.dispose();
     const ms = median(ours);
     const gflops = b.flops / 1e6 / ms;
-    const row: (typeof rows)[number] = { case: amp === 'off' ? name : `${name}-${amp}`, ms: Math.round(ms), gflops: Number(gflops.toFixed(1)), pct_peak: Number(((100 * gflops) / (PEAK_GFLOPS_PER_CORE * threads)).toFixed(1)) };
+    const row: (typeof rows)[number] = { case: `${name}${amp === 'off' ? '' : `-${amp}`}${args.includes('--same-work') ? '-same-work' : ''}`, ms: Math.round(ms), gflops: Number(gflops.toFixed(1)), pct_peak: Number(((100 * gflops) / (PEAK_GFLOPS_PER_CORE * threads)).toFixed(1)) };
     if (peer) {
       row.pytorch_ms = Math.round(median(theirs));
       row.ratio_vs_pytorch = Number(median(ratios).toFixed(3));

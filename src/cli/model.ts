@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { modelCostTable } from '../model/flops.ts';
+import { frameTailGflopPerFrame, modelCostTable } from '../model/flops.ts';
 import { resolveUNetConfig } from '../model/config.ts';
 import { convertReferenceCheckpoint } from '../training/convert.ts';
 import { loadModelCheckpoint } from '../training/checkpoint.ts';
@@ -49,8 +49,9 @@ export function register(program: Command): void {
       const table = modelCostTable(resolveUNetConfig(cfg), o.T);
       const params = table.reduce((s, b) => s + b.params, 0);
       const gflop = table.reduce((s, b) => s + b.flopsPerFrame, 0) / 1e9;
+      const tail = frameTailGflopPerFrame(resolveUNetConfig(cfg), o.T);
       if (o.json) {
-        process.stdout.write(JSON.stringify({ config: resolveUNetConfig(cfg), parameters: params, forwardGflopPerFrame: gflop, blocks: table }, null, 2) + '\n');
+        process.stdout.write(JSON.stringify({ config: resolveUNetConfig(cfg), parameters: params, forwardGflopPerFrame: gflop, frameTailGflopPerFrame: tail, blocks: table }, null, 2) + '\n');
         return;
       }
       const lines = [`${'block'.padEnd(18)} ${'kind'.padEnd(14)} ${'size'.padStart(5)} ${'ch'.padStart(5)} ${'params'.padStart(12)} ${'GFLOP/frame'.padStart(12)}`];
@@ -59,6 +60,11 @@ export function register(program: Command): void {
       }
       lines.push(`total parameters: ${params.toLocaleString('en-US')} (${(params / 1e6).toFixed(2)}M)`);
       lines.push(`forward: ${gflop.toFixed(2)} GFLOP per frame (windows of T=${o.T}); a training step costs about 3× the forward`);
+      if (tail > 0) {
+        lines.push(
+          `after the last temporal attention: ${tail.toFixed(2)} GFLOP per frame (${((100 * tail) / gflop).toFixed(0)} %), run only for frames whose output is read (latent frames while sampling, loss frames in training)`,
+        );
+      }
       process.stdout.write(lines.join('\n') + '\n');
     });
 

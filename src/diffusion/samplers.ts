@@ -20,6 +20,12 @@ export interface SampleOptions {
   generator?: Generator;
   /** Called after every step with (step index, total steps). */
   onStep?: (i: number, total: number) => void;
+  /**
+   * Heun (faithful): also make the reference's model call whose result it discards (§5.7 step 6).
+   * Off by default — the model is deterministic at sampling time, so the samples are the same
+   * without it; it exists to time exactly the reference's work.
+   */
+  warmupCall?: boolean;
 }
 
 /** Replace observed frames of `x` by those of `x0`: `(1 − obs)·x + obs·x0`. */
@@ -82,8 +88,9 @@ export function sampleDdim(diffusion: GaussianDiffusion, model: ModelFn, o: Samp
 /**
  * Heun/EDM sampler (§5.7). The plan (timesteps, sigmas, churn) comes from `planHeun`; here the
  * state is kept in float64 as in the reference and the model sees `x/sqrt(1+σ²)` in float32.
- * Faithful: one warm-up call, Euler-with-churn steps (the "second order" reuses the first
- * denoised value). Corrected (`heun2-…`): consistent sigmas and a second model evaluation.
+ * Faithful: Euler-with-churn steps (the "second order" reuses the first denoised value); the
+ * reference's discarded warm-up call is skipped unless `o.warmupCall`. Corrected (`heun2-…`):
+ * consistent sigmas and a second model evaluation.
  * Returns float32 `[B, T, C, H, W]` whose observed frames equal x0.
  */
 export function sampleHeun(diffusion: GaussianDiffusion, model: ModelFn, args: HeunSamplerArgs, o: SampleOptions): Tensor {
@@ -98,7 +105,7 @@ export function sampleHeun(diffusion: GaussianDiffusion, model: ModelFn, args: H
     });
   const total = plan.steps.length;
   let x = keep(tidy(() => randn(x0.shape, o.generator, { dtype: 'float32', device: x0.device }).to({ dtype: 'float64' })));
-  if (plan.warmupCall) denoise(x, plan.initialT, plan.initialSigma).dispose(); // faithful: result discarded
+  if (plan.warmupCall && o.warmupCall) denoise(x, plan.initialT, plan.initialSigma).dispose(); // the reference discards it
   {
     const scaled = x.mul(plan.initialSigma);
     x.dispose();

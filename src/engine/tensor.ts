@@ -391,6 +391,11 @@ export class Tensor {
     return call('index_select', this, dim, index);
   }
 
+  /** Out-of-place copy of `source`'s slices into this tensor's slices `index` along `dim` (differentiable in both). */
+  indexCopy(dim: number, index: Tensor, source: Tensor): Tensor {
+    return call('index_copy', this, dim, index, source);
+  }
+
   /** Advanced indexing: `indices[k]` indexes dimension k (null = take all). */
   index(indices: (Tensor | null)[]): Tensor {
     return call('index.Tensor', this, indices);

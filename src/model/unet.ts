@@ -3,7 +3,7 @@
  * conditioning and factorized temporal/spatial attention with relative positions. Parameter names
  * equal the reference's state-dict keys (§12), so reference checkpoints load directly.
  */
-import { arange, cat, interpolate, tidy, zeros, type Tensor } from '../engine/index.ts';
+import { arange, cat, interpolate, tensor, tidy, zeros, type Tensor } from '../engine/index.ts';
 import { Conv2d, Dropout, GroupNorm, Linear, Module, ModuleList, Sequential, SiLU, type Layer } from '../nn/index.ts';
 import { attentionRates, resolveUNetConfig, type UNetConfig } from './config.ts';
 import { FactorizedAttentionBlock, relativePositionFeatures, type TemporalContext } from './attention.ts';
@@ -94,6 +94,13 @@ export class Upsample extends Module {
 
 type BlockLayer = ResBlock | FactorizedAttentionBlock | Downsample | Upsample | Conv2d;
 
+/**
+ * Where a forward pass stops computing frames whose output nobody reads: called with the features
+ * right after the last temporal attention (frames are independent from there on), it returns
+ * those features and the per-frame time embedding restricted to the frames still wanted.
+ */
+export type FrameCut = (h: Tensor) => { h: Tensor; emb: Tensor };
+
 /** A block of the U-Net: its layers get the time embedding / temporal context they need. */
 export class UNetBlock extends Module {
   readonly layers: BlockLayer[] = [];
@@ -104,14 +111,24 @@ export class UNetBlock extends Module {
     return this;
   }
 
-  forward(x: Tensor, emb: Tensor, ctx: TemporalContext): Tensor {
+  /**
+   * x `[N, C, H, W]`, emb `[N, E]` → `[N', C', H', W']`. With `cut`, the attention layer at index
+   * `cut.layer` runs its temporal half on all N frames, then `cut.apply` narrows the frames (N' ≤ N)
+   * before its spatial half and every later layer.
+   */
+  forward(x: Tensor, emb: Tensor, ctx: TemporalContext, cut?: { layer: number; apply: FrameCut }): Tensor {
     return tidy(() => {
       let h = x;
-      for (const l of this.layers) {
-        if (l instanceof ResBlock) h = l.forward(h, emb);
-        else if (l instanceof FactorizedAttentionBlock) h = l.forward(h, ctx);
-        else h = l.forward(h);
-      }
+      let e = emb;
+      this.layers.forEach((l, i) => {
+        if (l instanceof ResBlock) h = l.forward(h, e);
+        else if (l instanceof FactorizedAttentionBlock) {
+          if (cut && cut.layer === i) {
+            ({ h, emb: e } = cut.apply(l.temporalAttention.temporal(h, ctx)));
+            h = l.spatialAttention.spatial(h);
+          } else h = l.forward(h, ctx);
+        } else h = l.forward(h);
+      });
       return h === x ? x.clone() : h;
     });
   }
@@ -131,6 +148,13 @@ export interface UNetInputs {
   obsMask: Tensor;
   /** Latent-frame mask, same shape as obsMask. */
   latentMask: Tensor;
+  /**
+   * Frames whose output the caller reads, `[B, T]` (nonzero = read); default all. The others come
+   * back as zeros: after the last temporal attention every layer treats frames independently, so
+   * those layers run only on the frames read (samplers overwrite observed frames, losses mask
+   * them — the work on them there is wasted). The frames read are computed exactly as without it.
+   */
+  outputMask?: Tensor;
 }
 
 /**
@@ -145,6 +169,12 @@ export class UNetVideoModel extends Module {
   readonly out: Sequential;
   readonly outChannels: number;
   readonly embDim: number;
+  /**
+   * The last temporal attention in forward order, as (index into [...inputBlocks, middleBlock,
+   * ...outputBlocks], layer index in that block); null without attention. Frames are independent
+   * after it, which `UNetInputs.outputMask` exploits.
+   */
+  readonly #lastTemporal: { block: number; layer: number } | null;
 
   constructor(partial: Partial<UNetConfig> = {}, opts: { device?: string } = {}) {
     super();
@@ -209,6 +239,34 @@ export class UNetVideoModel extends Module {
       'out',
       new Sequential(new GroupNorm(32, ch, 1e-5, { device }), new SiLU(), new Conv2d(mc, this.outChannels, 3, { padding: 1, device, zeroInit: true })),
     );
+
+    let last: { block: number; layer: number } | null = null;
+    this.#blocksInOrder().forEach((b, block) =>
+      b.layers.forEach((l, layer) => {
+        if (l instanceof FactorizedAttentionBlock) last = { block, layer };
+      }),
+    );
+    this.#lastTemporal = last;
+  }
+
+  #blocksInOrder(): UNetBlock[] {
+    return [...this.inputBlocks.items, this.middleBlock, ...this.outputBlocks.items];
+  }
+
+  /**
+   * Indices (int64 `[N']`, into the B·T flattened frames) of the frames to carry past the last
+   * temporal attention, or null to carry all of them (no mask, every frame read, or none read —
+   * then the full pass keeps every parameter in the graph).
+   */
+  #framesToKeep(outputMask: Tensor | undefined, B: number, T: number): Tensor | null {
+    if (!outputMask || !this.#lastTemporal) return null;
+    const m = outputMask.reshape([B * T]).toFloat32Array();
+    const keep: number[] = [];
+    m.forEach((v, i) => {
+      if (v !== 0) keep.push(i);
+    });
+    if (keep.length === 0 || keep.length === B * T) return null;
+    return tensor(Int32Array.from(keep), { dtype: 'int64', device: outputMask.device });
   }
 
   /** Forward pass (§4.1). Returns `[B, T, C_out, H, W]`. */
@@ -232,19 +290,37 @@ export class UNetVideoModel extends Module {
       const maskBias = zeros([B, 1, T, T], { device: inp.x.device, dtype: inp.x.dtype }).maskedFill(same.logicalNot().reshape([B, 1, T, T]), -Infinity);
       const ctx: TemporalContext = { B, T, phi: relativePositionFeatures(inp.frameIndices).to({ dtype: inp.x.dtype, copy: false }), emb: embVideo, maskBias };
 
-      const skips: Tensor[] = [];
+      // After the last temporal attention only the frames in `keep` are carried on (outputMask).
+      const keep = this.#framesToKeep(inp.outputMask, B, T);
+      const embKept = keep ? emb.indexSelect(0, keep) : null; // made here: it outlives the block that cuts
+      let narrowed = false;
+      let e = emb;
+      const cutAt = keep ? this.#lastTemporal : null;
+      const cut: FrameCut = (h) => {
+        narrowed = true;
+        e = embKept!;
+        return { h: h.indexSelect(0, keep!), emb: e };
+      };
+      const run = (block: UNetBlock, index: number, x: Tensor): Tensor =>
+        block.forward(x, e, ctx, cutAt?.block === index ? { layer: cutAt.layer, apply: cut } : undefined);
+
+      // Skip connections remember whether they were taken before or after the narrowing.
+      const skips: { h: Tensor; narrowed: boolean }[] = [];
       let h = h0;
+      let index = 0;
       for (const block of this.inputBlocks.items) {
-        h = block.forward(h, emb, ctx);
-        skips.push(h);
+        h = run(block, index++, h);
+        skips.push({ h, narrowed });
       }
-      h = this.middleBlock.forward(h, emb, ctx);
+      h = run(this.middleBlock, index++, h);
       for (const block of this.outputBlocks.items) {
-        h = block.forward(cat([h, skips.pop()!], 1), emb, ctx);
+        const s = skips.pop()!;
+        h = run(block, index++, cat([h, narrowed && !s.narrowed ? s.h.indexSelect(0, keep!) : s.h], 1));
       }
       // Under autocast the last convolution runs in bf16/fp16; losses and samplers see the input's type.
       const [outNorm, , outConv] = this.out.layers as [GroupNorm, SiLU, Conv2d];
-      const out = outConv.forward(outNorm.forwardAct(h, { silu: true })).to({ dtype: inp.x.dtype, copy: false });
+      let out = outConv.forward(outNorm.forwardAct(h, { silu: true })).to({ dtype: inp.x.dtype, copy: false });
+      if (narrowed) out = zeros([B * T, this.outChannels, H, W], { device: out.device, dtype: out.dtype }).indexCopy(0, keep!, out);
       return out.reshape([B, T, this.outChannels, H, W]);
     });
   }

@@ -39,7 +39,7 @@ import {
 /** The model interface `sampleVideo` needs (REFERENCE_SPEC §4.1); `UNetVideoModel` satisfies it. */
 export interface VideoDenoiser {
   /** `x`, `x0`: `[B, K, C, H, W]`; `timesteps`: `[B]`; `frameIndices`: `[B, K]` int64; masks `[B, K]`. Returns `[B, K, C', H, W]`. */
-  forward(inputs: { x: Tensor; x0: Tensor; timesteps: Tensor; frameIndices: Tensor; obsMask: Tensor; latentMask: Tensor }): Tensor;
+  forward(inputs: { x: Tensor; x0: Tensor; timesteps: Tensor; frameIndices: Tensor; obsMask: Tensor; latentMask: Tensor; outputMask?: Tensor }): Tensor;
 }
 
 /**
@@ -146,10 +146,13 @@ function prefixMask(B: number, k: number, nOnes: number, device: string, invert 
 
 /**
  * The model closure of one stage (§7.2): `(x, t) → model.forward({x, x0, timesteps: t,
- * frameIndices, obsMask, latentMask})`.
+ * frameIndices, obsMask, latentMask})`. Only the latent frames' outputs are asked for
+ * (`outputMask`): every sampler overwrites the observed frames and the stage losses mask them, so
+ * the model skips their frame-independent last layers.
  */
 export function stageModelFn(model: VideoDenoiser, inputs: { x0: Tensor; frameIndices: Tensor; obsMask: Tensor; latentMask: Tensor }): ModelFn {
-  return (x, t) => model.forward({ x, x0: inputs.x0, timesteps: t, frameIndices: inputs.frameIndices, obsMask: inputs.obsMask, latentMask: inputs.latentMask });
+  return (x, t) =>
+    model.forward({ x, x0: inputs.x0, timesteps: t, frameIndices: inputs.frameIndices, obsMask: inputs.obsMask, latentMask: inputs.latentMask, outputMask: inputs.latentMask });
 }
 
 /** Scheme options shared by {@link sampleVideo} and {@link planStages}. */

@@ -346,7 +346,8 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
     const obs = tensor(plan.obs, { shape: [B, plan.K], device });
     const lat = tensor(plan.latent, { shape: [B, plan.K], device });
     const fi = tensor(Float32Array.from(plan.frameIndices), { shape: [B, plan.K], device });
-    const modelFn = (x: Tensor, ts: Tensor) => model.forward({ x, x0, timesteps: ts, frameIndices: fi, obsMask: obs, latentMask: lat });
+    // the sampler overwrites observed frames: only the others' outputs are computed to the end
+    const modelFn = (x: Tensor, ts: Tensor) => model.forward({ x, x0, timesteps: ts, frameIndices: fi, obsMask: obs, latentMask: lat, outputMask: obs.rsub(1) });
     const out = inferenceMode(() => sampleWith(parseSampler(o.sampleSampler), diffusion, modelFn, { x0, obsMask: obs, clipDenoised: true, generator: new Generator(0) }));
     let v = videoFromFloatTCHW(out.select(0, 0).toFloat32Array(), plan.K, C, H, W, 'logging');
     v = markObserved(v, Array.from({ length: masks.nObs }, (_, i) => i));
@@ -474,8 +475,9 @@ export async function train(o: TrainOptions, hooks: TrainHooks = {}): Promise<Tr
     const fi = tensor(Float32Array.from(plan.frameIndices, (v) => v - minIdx), { shape: [B, K], device });
     const { t, weights } = scheduleSampler.sample(B, timestepRng);
     const noise = onDevice(randn([B, K, C, H, W], noiseGen), device);
-    const modelFn = (xt: Tensor, ts: Tensor) => model.forward({ x: xt, x0: x, timesteps: ts, frameIndices: fi, obsMask: obs, latentMask: lat });
-    const lossMask = o.padWithRandomFrames ? obs.rsub(1) : lat;
+    const lossMask = o.padWithRandomFrames ? obs.rsub(1) : lat; // ⊇ lat, the eval mask
+    // Frames outside the loss mask contribute nothing to any loss term: the model skips their last layers.
+    const modelFn = (xt: Tensor, ts: Tensor) => model.forward({ x: xt, x0: x, timesteps: ts, frameIndices: fi, obsMask: obs, latentMask: lat, outputMask: lossMask });
     const losses = amp.forward(() => trainDiffusion.trainingLosses(modelFn, x, t, { noise, latentMask: lossMask, evalMask: lat }));
     const perVideo = losses.loss.toFloat64Array();
     const nan = perVideo.some((v) => Number.isNaN(v));

@@ -100,3 +100,24 @@ test('seeded sampling is reproducible; ddpm runs the whole respaced chain', () =
     assert.deepEqual(a, b);
   });
 });
+
+test('heun: the reference discards its warm-up call, so it is skipped; with warmupCall the same sample from one more call', () => {
+  const d = new GaussianDiffusion();
+  tidy(() => {
+    const x0 = randn([1, 3, 3, 4, 4], new Generator(2));
+    const counted = () => {
+      const calls: number[] = [];
+      return { calls, model: (xt: Tensor, t: Tensor) => (calls.push(t.toFloat32Array()[0]!), xt.mul(0.3).tanh()) };
+    };
+    const args = parseSampler('heun-80-inf-0-1-1000-0.002-7-50') as never;
+    const a = counted();
+    const b = counted();
+    const sa = sampleHeun(d, a.model, args, { x0, obsMask: tensor([[1, 0, 0]]), generator: new Generator(9) }).toArray();
+    const sb = sampleHeun(d, b.model, args, { x0, obsMask: tensor([[1, 0, 0]]), generator: new Generator(9), warmupCall: true }).toArray();
+    assert.equal(a.calls.length, 46); // one call per step: 47 golden timesteps, 46 steps (§5.7)
+    assert.equal(b.calls.length, 47);
+    assert.equal(b.calls[0], 825); // the warm-up call at t_0 …
+    assert.deepEqual(b.calls.slice(1), a.calls); // … then the same calls
+    assert.deepEqual(sa, sb);
+  });
+});
