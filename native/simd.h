@@ -2,9 +2,12 @@
 // and per-ISA function clones.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 namespace flexvid {
 
@@ -40,5 +43,61 @@ FLEXVID_INLINE float ExpApprox(float x) {
   return p * scale;
 }
 FLEXVID_INLINE double ExpApprox(double x) { return std::exp(x); }
+
+// 16 floats as one value: a single AVX-512 register in the x86-64-v4 clone (two AVX2, four SSE
+// registers in the others). For kernels whose work items are 16 consecutive pixels: accumulators
+// stay in registers, which `#pragma omp simd` loops over a runtime length do not guarantee.
+typedef float F16 __attribute__((vector_size(64)));
+typedef int32_t I16 __attribute__((vector_size(64)));
+
+// A zero-filled array of n F16 values, 64-byte aligned (std::vector does not promise that here).
+class F16Array {
+ public:
+  explicit F16Array(int64_t n) : p_(static_cast<F16*>(std::aligned_alloc(64, std::max<int64_t>(n, 1) * sizeof(F16)))) {
+    if (!p_) throw std::bad_alloc();
+    for (int64_t i = 0; i < n; ++i) p_[i] = F16{};
+  }
+  ~F16Array() { std::free(p_); }
+  F16Array(const F16Array&) = delete;
+  F16Array& operator=(const F16Array&) = delete;
+  F16* data() { return p_; }
+
+ private:
+  F16* p_;
+};
+
+FLEXVID_INLINE F16 LoadF16(const float* p) {
+  F16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+FLEXVID_INLINE void StoreF16(float* p, F16 v) { std::memcpy(p, &v, sizeof v); }
+FLEXVID_INLINE F16 SplatF16(float x) { return F16{} + x; }
+FLEXVID_INLINE F16 MaxF16(F16 a, F16 b) { return a > b ? a : b; }
+FLEXVID_INLINE float SumF16(F16 v) {
+  float s = 0;
+  for (int i = 0; i < 16; ++i) s += v[i];
+  return s;
+}
+
+// ExpApprox on 16 lanes (the same range reduction and polynomial, so the same values).
+FLEXVID_INLINE F16 ExpApproxF16(F16 x) {
+  const F16 lo = SplatF16(-87.0f), hi = SplatF16(88.0f);
+  x = x < lo ? lo : (x > hi ? hi : x);
+  const F16 shifter = SplatF16(12582912.0f);
+  const F16 n = (x * 1.44269504088896341f + shifter) - shifter;
+  const F16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  F16 p = SplatF16(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const I16 bits = (__builtin_convertvector(n, I16) + 127) << 23;
+  F16 scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
 
 }  // namespace flexvid

@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <vector>
@@ -63,7 +64,7 @@ struct Grads {
 // pixels) are scalars.
 
 // Forward for one (video bb, head h, pixels p0…p0+w): logits, softmax, output; keeps the
-// probabilities in attn. s: scratch [T][T][16].
+// probabilities in attn (unless null). s: scratch [T][T][16].
 FLEXVID_CLONES void ForwardTile(const Inputs& in, const Dims& s, float scale, int64_t bb, int64_t h, int64_t p0,
                                 int64_t w, float* s_buf, float* out, float* attn) {
   const int64_t T = s.t, d = s.d, P = s.p, K = Dims::kTile;
@@ -107,9 +108,9 @@ FLEXVID_CLONES void ForwardTile(const Inputs& in, const Dims& s, float scale, in
     }
     for (int64_t j = 0; j < T; ++j) {
       float* z = s_buf + (i * T + j) * K;
-      float* keep = attn + s.Attn(bb, h, i, j) + p0;
 #pragma omp simd
-      for (int64_t x = 0; x < w; ++x) keep[x] = z[x] = z[x] / sum[x];
+      for (int64_t x = 0; x < w; ++x) z[x] = z[x] / sum[x];
+      if (attn) std::memcpy(attn + s.Attn(bb, h, i, j) + p0, z, w * sizeof(float));
     }
     // o_i = Σ_j a_ij (v_j + R^v_ij)
     for (int64_t e = 0; e < d; ++e) {
@@ -204,13 +205,173 @@ FLEXVID_CLONES void BackwardTile(const Inputs& in, const Dims& s, float scale, i
     }
 }
 
+// ----- full tiles: the same computations with the 16 pixels as one F16 value (simd.h) -------------
+// Accumulators live in registers across the loops over channels and frames; the generic loops
+// above (kept for the last, partial tile of a row) load and store them on every step.
+
+// Copy part (0 q, 1 k, 2 v) of the tile's qkv rows into packed[T·d] (frame-major, then channel):
+// the rows sit P floats apart, and at P = 256 the d rows of a frame share four L1 sets.
+FLEXVID_INLINE void PackTile(const float* base, const Dims& s, int part, int64_t bb, int64_t h, int64_t p0, F16* packed) {
+  for (int64_t i = 0; i < s.t; ++i) {
+    const float* src = base + s.Qkv(bb, i, part, h) + p0;
+    for (int64_t e = 0; e < s.d; ++e) packed[i * s.d + e] = LoadF16(src + e * s.p);
+  }
+}
+
+// Forward for one full tile; a: scratch [T], packed: scratch [3·T·d]. attn may be null (nothing
+// will need the probabilities).
+FLEXVID_CLONES void ForwardTile16(const Inputs& in, const Dims& s, float scale, int64_t bb, int64_t h, int64_t p0,
+                                  F16* a, F16* packed, float* out, float* attn) {
+  const int64_t T = s.t, d = s.d, P = s.p;
+  const F16 ninf = SplatF16(-std::numeric_limits<float>::infinity()), zero = {};
+  F16 *qs = packed, *ks = packed + T * d, *vs = packed + 2 * T * d;
+  PackTile(in.qkv, s, 0, bb, h, p0, qs);
+  PackTile(in.qkv, s, 1, bb, h, p0, ks);
+  PackTile(in.qkv, s, 2, bb, h, p0, vs);
+  for (int64_t i = 0; i < T; ++i) {
+    const F16* q = qs + i * d;
+    F16 mx = ninf;
+    for (int64_t j = 0; j < T; ++j) {
+      const F16* k = ks + j * d;
+      F16 z = {};
+      if (s.rpe) {
+        const float* rk = in.rk + s.R(bb, i, j, h);
+        const float* rq = in.rq + s.R(bb, j, i, h);
+        for (int64_t e = 0; e < d; ++e) z += q[e] * (k[e] + rk[e]) + k[e] * rq[e];  // q·k + q·R^k_ij + k·R^q_ji
+      } else {
+        for (int64_t e = 0; e < d; ++e) z += q[e] * k[e];
+      }
+      z = z * scale + (s.bias ? in.bias[(bb * T + i) * T + j] : 0.0f);
+      a[j] = z;
+      mx = MaxF16(mx, z);
+    }
+    F16 sum = {};
+    for (int64_t j = 0; j < T; ++j) {
+      const F16 e = a[j] == ninf ? zero : ExpApproxF16(a[j] - mx);  // masked logits: exactly 0
+      a[j] = e;
+      sum += e;
+    }
+    const F16 inv = 1.0f / sum;
+    for (int64_t j = 0; j < T; ++j) {
+      a[j] *= inv;
+      if (attn) StoreF16(attn + s.Attn(bb, h, i, j) + p0, a[j]);
+    }
+    // o_i = Σ_j a_ij (v_j + R^v_ij)
+    float* o = out + s.Out(bb, i, h) + p0;
+    for (int64_t e = 0; e < d; ++e) {
+      F16 acc = {};
+      for (int64_t j = 0; j < T; ++j) {
+        const F16 v = vs[j * d + e];
+        acc += a[j] * (s.rpe ? v + in.rv[s.R(bb, i, j, h) + e] : v);
+      }
+      StoreF16(o + e * P, acc);
+    }
+  }
+}
+
+// Backward for one full tile. da: scratch [T]; dq/dk/dv: scratch [T·d]; gk/gq/gv: this thread's
+// relative-term gradients of the current (video, head), still per pixel lane, [T·T·d] each
+// (summed over the lanes when the thread moves on: a horizontal sum per element and tile would
+// cost more than the products).
+FLEXVID_CLONES void BackwardTile16(const Inputs& in, const Dims& s, float scale, int64_t bb, int64_t h, int64_t p0,
+                                   const float* gout, const float* attn, F16* da, F16* dq, F16* dk, F16* dv, F16* gk,
+                                   F16* gq, F16* gv, F16* packed, float* gqkv) {
+  const int64_t T = s.t, d = s.d, P = s.p;
+  for (int64_t x = 0; x < T * d; ++x) dq[x] = dk[x] = dv[x] = F16{};
+  // packed: q, k, v, the output gradient [T·d] each, then this tile's probabilities [T·T]
+  F16 *qs = packed, *ks = packed + T * d, *vs = packed + 2 * T * d, *gos = packed + 3 * T * d, *as = packed + 4 * T * d;
+  PackTile(in.qkv, s, 0, bb, h, p0, qs);
+  PackTile(in.qkv, s, 1, bb, h, p0, ks);
+  PackTile(in.qkv, s, 2, bb, h, p0, vs);
+  for (int64_t i = 0; i < T; ++i) {
+    for (int64_t e = 0; e < d; ++e) gos[i * d + e] = LoadF16(gout + s.Out(bb, i, h) + e * P + p0);
+    for (int64_t j = 0; j < T; ++j) as[i * T + j] = LoadF16(attn + s.Attn(bb, h, i, j) + p0);
+  }
+  for (int64_t i = 0; i < T; ++i) {
+    const F16* go = gos + i * d;
+    // da_ij = go_i·(v_j + R^v_ij);  dv_j += a_ij go_i;  dR^v_ij += a_ij go_i
+    for (int64_t j = 0; j < T; ++j) {
+      const F16* v = vs + j * d;
+      const F16 a = as[i * T + j];
+      F16 acc = {};
+      if (s.rpe) {
+        const float* rv = in.rv + s.R(bb, i, j, h);
+        F16* gvij = gv + (i * T + j) * d;
+        for (int64_t e = 0; e < d; ++e) {
+          const F16 ag = a * go[e];
+          acc += go[e] * (v[e] + rv[e]);
+          dv[j * d + e] += ag;
+          gvij[e] += ag;
+        }
+      } else {
+        for (int64_t e = 0; e < d; ++e) {
+          acc += go[e] * v[e];
+          dv[j * d + e] += a * go[e];
+        }
+      }
+      da[j] = acc;
+    }
+    // ds_ij = scale·a_ij·(da_ij − Σ_j a_ij da_ij)
+    F16 dot = {};
+    for (int64_t j = 0; j < T; ++j) dot += as[i * T + j] * da[j];
+    for (int64_t j = 0; j < T; ++j) da[j] = scale * as[i * T + j] * (da[j] - dot);
+    // dq_i += ds_ij (k_j + R^k_ij);  dk_j += ds_ij (q_i + R^q_ji);  dR^k_ij += ds_ij q_i;  dR^q_ji += ds_ij k_j
+    const F16* q = qs + i * d;
+    for (int64_t j = 0; j < T; ++j) {
+      const F16* k = ks + j * d;
+      const F16 ds = da[j];
+      if (s.rpe) {
+        const float* rk = in.rk + s.R(bb, i, j, h);
+        const float* rq = in.rq + s.R(bb, j, i, h);
+        F16* gkij = gk + (i * T + j) * d;
+        F16* gqji = gq + (j * T + i) * d;
+        for (int64_t e = 0; e < d; ++e) {
+          dq[i * d + e] += ds * (k[e] + rk[e]);
+          dk[j * d + e] += ds * (q[e] + rq[e]);
+          gkij[e] += ds * q[e];
+          gqji[e] += ds * k[e];
+        }
+      } else {
+        for (int64_t e = 0; e < d; ++e) {
+          dq[i * d + e] += ds * k[e];
+          dk[j * d + e] += ds * q[e];
+        }
+      }
+    }
+  }
+  for (int64_t i = 0; i < T; ++i)
+    for (int64_t e = 0; e < d; ++e) {
+      StoreF16(gqkv + s.Qkv(bb, i, 0, h) + e * P + p0, dq[i * d + e]);
+      StoreF16(gqkv + s.Qkv(bb, i, 1, h) + e * P + p0, dk[i * d + e]);
+      StoreF16(gqkv + s.Qkv(bb, i, 2, h) + e * P + p0, dv[i * d + e]);
+    }
+}
+
+// Add the lane sums of a thread's per-lane relative-term gradients of video bb, head h to g (and
+// clear them): g.r*[b, i, j, h·d + e] += Σ_lanes acc[(i·T + j)·d + e].
+void FlushRelativeGrads(const Dims& s, int64_t bb, int64_t h, F16* gk, F16* gq, F16* gv, float* rk, float* rq,
+                        float* rv) {
+  for (int64_t i = 0; i < s.t; ++i)
+    for (int64_t j = 0; j < s.t; ++j)
+      for (int64_t e = 0; e < s.d; ++e) {
+        const int64_t x = (i * s.t + j) * s.d + e, r = s.R(bb, i, j, h) + e;
+        rk[r] += SumF16(gk[x]), rq[r] += SumF16(gq[x]), rv[r] += SumF16(gv[x]);
+        gk[x] = gq[x] = gv[x] = F16{};
+      }
+}
+
 void Forward(const Inputs& in, const Dims& s, float scale, float* out, float* attn) {
   at::parallel_for(0, s.Items(), 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buf(s.t * s.t * Dims::kTile);
+    F16Array a(s.t), packed(3 * s.t * s.d);
     for (int64_t idx = begin; idx < end; ++idx) {
       const int64_t tile = idx % s.Tiles(), h = (idx / s.Tiles()) % s.heads, bb = idx / (s.Tiles() * s.heads);
-      const int64_t p0 = tile * Dims::kTile;
-      ForwardTile(in, s, scale, bb, h, p0, std::min(Dims::kTile, s.p - p0), buf.data(), out, attn);
+      const int64_t p0 = tile * Dims::kTile, w = std::min(Dims::kTile, s.p - p0);
+      if (w == Dims::kTile) {
+        ForwardTile16(in, s, scale, bb, h, p0, a.data(), packed.data(), out, attn);
+      } else {
+        ForwardTile(in, s, scale, bb, h, p0, w, buf.data(), out, attn);
+      }
     }
   });
 }
@@ -223,12 +384,32 @@ void Backward(const Inputs& in, const float* gout, const float* attn, const Dims
     std::vector<float> da(s.t * s.t * K), dq(s.t * s.d * K), dk(s.t * s.d * K), dv(s.t * s.d * K);
     // This thread's share of the relative-position gradients (every pixel adds to the same R).
     std::vector<float> grk(s.rpe ? rsize : 0), grq(s.rpe ? rsize : 0), grv(s.rpe ? rsize : 0);
+    // Full tiles: vector scratch, and per-lane relative-term sums of the current (video, head).
+    F16Array da16(s.t), dq16(s.t * s.d), dk16(s.t * s.d), dv16(s.t * s.d), packed16(4 * s.t * s.d + s.t * s.t);
+    const int64_t lanes = s.rpe ? s.t * s.t * s.d : 0;
+    F16Array gk16(lanes), gq16(lanes), gv16(lanes);
+    int64_t open = -1;  // the (video·heads + head) whose lane sums gk16… hold, −1: none
+    auto flush = [&] {
+      if (s.rpe && open >= 0) {
+        FlushRelativeGrads(s, open / s.heads, open % s.heads, gk16.data(), gq16.data(), gv16.data(), grk.data(),
+                           grq.data(), grv.data());
+      }
+      open = -1;
+    };
     for (int64_t idx = begin; idx < end; ++idx) {
       const int64_t tile = idx % s.Tiles(), h = (idx / s.Tiles()) % s.heads, bb = idx / (s.Tiles() * s.heads);
-      const int64_t p0 = tile * K;
-      BackwardTile(in, s, scale, bb, h, p0, std::min(K, s.p - p0), gout, attn, da.data(), dq.data(), dk.data(),
-                   dv.data(), grk.data(), grq.data(), grv.data(), g.qkv);
+      const int64_t p0 = tile * K, w = std::min(K, s.p - p0);
+      if (w == K) {
+        if (open != bb * s.heads + h) flush();
+        open = bb * s.heads + h;
+        BackwardTile16(in, s, scale, bb, h, p0, gout, attn, da16.data(), dq16.data(), dk16.data(), dv16.data(),
+                       gk16.data(), gq16.data(), gv16.data(), packed16.data(), g.qkv);
+      } else {
+        BackwardTile(in, s, scale, bb, h, p0, w, gout, attn, da.data(), dq.data(), dk.data(), dv.data(), grk.data(),
+                     grq.data(), grv.data(), g.qkv);
+      }
     }
+    flush();
     if (s.rpe) {
       std::lock_guard<std::mutex> lock(merge);
       for (int64_t x = 0; x < rsize; ++x) {
@@ -255,12 +436,14 @@ class TemporalAttentionFunction : public torch::autograd::Function<TemporalAtten
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& qkv, const at::Tensor& rk,
                             const at::Tensor& rq, const at::Tensor& rv, const at::Tensor& bias, int64_t b,
-                            int64_t heads, double scale) {
+                            int64_t heads, double scale, bool keep_probabilities) {
     const Dims s = GetDims(qkv, rk, bias, b, heads);
     at::Tensor out = at::empty({s.b * s.t, s.c, s.p}, qkv.options());
-    at::Tensor attn = at::empty({s.b, s.heads, s.t, s.t, s.p}, qkv.options());
+    // The probabilities are kept for backward only; sampling does not write them.
+    at::Tensor attn = keep_probabilities ? at::empty({s.b, s.heads, s.t, s.t, s.p}, qkv.options())
+                                         : at::empty({0}, qkv.options());
     const Inputs in = GetInputs(qkv, rk, rq, rv, bias, s);
-    Forward(in, s, static_cast<float>(scale), out.data_ptr<float>(), attn.data_ptr<float>());
+    Forward(in, s, static_cast<float>(scale), out.data_ptr<float>(), keep_probabilities ? attn.data_ptr<float>() : nullptr);
     ctx->save_for_backward({qkv, rk, rq, rv, bias, attn});
     ctx->saved_data["b"] = b;
     ctx->saved_data["heads"] = heads;
@@ -282,7 +465,7 @@ class TemporalAttentionFunction : public torch::autograd::Function<TemporalAtten
     Grads g{gqkv.data_ptr<float>(), s.rpe ? grk.data_ptr<float>() : nullptr, s.rpe ? grq.data_ptr<float>() : nullptr,
             s.rpe ? grv.data_ptr<float>() : nullptr};
     Backward(in, gout.data_ptr<float>(), attn.data_ptr<float>(), s, static_cast<float>(ctx->saved_data["scale"].toDouble()), g);
-    return {gqkv, grk, grq, grv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {gqkv, grk, grq, grv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -309,7 +492,8 @@ at::Tensor TemporalAttention(const at::Tensor& qkv, const c10::optional<at::Tens
   at::Tensor k = opt(rk, {b, t, t, c}, "rk"), q = opt(rq, {b, t, t, c}, "rq"), v = opt(rv, {b, t, t, c}, "rv");
   TORCH_CHECK((k.numel() > 0) == (q.numel() > 0) && (q.numel() > 0) == (v.numel() > 0),
               "flexvid::temporal_attention: give all of rk, rq, rv or none");
-  return TemporalAttentionFunction::apply(qkv.contiguous(), k, q, v, opt(bias, {b, t, t}, "bias"), b, heads, scale);
+  const bool grad = at::GradMode::is_enabled() && (qkv.requires_grad() || k.requires_grad() || q.requires_grad() || v.requires_grad());
+  return TemporalAttentionFunction::apply(qkv.contiguous(), k, q, v, opt(bias, {b, t, t}, "bias"), b, heads, scale, grad);
 }
 
 TORCH_LIBRARY_FRAGMENT(flexvid, m) {

@@ -12,7 +12,11 @@ import { maxRelErr } from './helpers.ts';
 import { FactorizedAttentionBlock, relativePositionFeatures, type TemporalContext } from '../../src/model/attention.ts';
 import { setInitSeed } from '../../src/nn/index.ts';
 
-const [B, T, C, P, H] = [2, 4, 8, 3, 2]; // videos, frames, channels, pixels, heads
+const [B, T, C, H] = [2, 4, 8, 2]; // videos, frames, channels, heads
+// Pixels: 3 (one partial tile of the kernel's 16-pixel work items) and 37 (two full tiles, which
+// take the kernel's register-blocked path, and a partial one).
+const PIXELS = [3, 37];
+const P = 3;
 const d = C / H;
 const scale = 1 / Math.sqrt(d);
 
@@ -26,7 +30,7 @@ function maskBias(): E.Tensor {
 }
 
 /** The formula by loops. qkv [B·T, 3C, P], r* [B, T, T, C] or null, bias [B, T, T] or null. */
-function naive(qkv: Float64Array, r: { k: Float64Array; q: Float64Array; v: Float64Array } | null, bias: Float64Array | null): Float64Array {
+function naive(qkv: Float64Array, r: { k: Float64Array; q: Float64Array; v: Float64Array } | null, bias: Float64Array | null, P: number): Float64Array {
   const out = new Float64Array(B * T * C * P);
   const x = (b: number, i: number, part: number, h: number, e: number, p: number) => qkv[((b * T + i) * 3 * C + part * C + h * d + e) * P + p]!;
   const R = (t: Float64Array, b: number, i: number, j: number, h: number, e: number) => t[((b * T + i) * T + j) * C + h * d + e]!;
@@ -55,7 +59,7 @@ function naive(qkv: Float64Array, r: { k: Float64Array; q: Float64Array; v: Floa
 }
 
 /** The formula with libtorch operators (its autograd is the reference gradient). */
-function composite(qkv: E.Tensor, r: { k: E.Tensor; q: E.Tensor; v: E.Tensor }, bias: E.Tensor): E.Tensor {
+function composite(qkv: E.Tensor, r: { k: E.Tensor; q: E.Tensor; v: E.Tensor }, bias: E.Tensor, P: number): E.Tensor {
   const [q, k, v] = qkv.view([B, T, 3, H, d, P]).unbind(2) as [E.Tensor, E.Tensor, E.Tensor]; // [B, T, H, d, P]
   const rv = (t: E.Tensor) => t.view([B, T, T, H, d]);
   const s = E.einsum('bihep,bjhep->bhpij', [q, k])
@@ -68,7 +72,7 @@ function composite(qkv: E.Tensor, r: { k: E.Tensor; q: E.Tensor; v: E.Tensor }, 
 }
 
 
-function inputs(seed: number) {
+function inputs(seed: number, P = 3) {
   const g = new E.Generator(seed);
   return {
     qkv: E.randn([B * T, 3 * C, P], g).mul(1.5),
@@ -76,37 +80,48 @@ function inputs(seed: number) {
   };
 }
 
-test('fused temporal attention values match float64 loops (with and without RPE and mask)', () => {
-  E.tidy(() => {
-    const { qkv, r } = inputs(1);
-    const bias = maskBias();
-    for (const withR of [true, false])
-      for (const withMask of [true, false]) {
-        const got = E.fusedTemporalAttention(qkv, withR ? r : null, withMask ? bias : null, B, H, scale);
-        assert.ok(got, 'kernel should run');
-        const f64 = (t: E.Tensor) => t.toFloat64Array();
-        const ref = naive(f64(qkv), withR ? { k: f64(r.k), q: f64(r.q), v: f64(r.v) } : null, withMask ? f64(bias) : null);
-        assert.ok(maxRelErr(got.toFloat64Array(), ref) < 2e-6, `rpe ${withR}, mask ${withMask}: ${maxRelErr(got.toFloat64Array(), ref)}`);
-      }
-  });
-});
-
-test('fused temporal attention gradients (qkv, Rk, Rq, Rv) match float64 autograd of the formula', () => {
-  E.tidy(() => {
-    const t = inputs(2);
-    const leaves = [t.qkv, t.r.k, t.r.q, t.r.v].map((x) => x.detach().requiresGrad_());
-    const [qkv, rk, rq, rv] = leaves as [E.Tensor, E.Tensor, E.Tensor, E.Tensor];
-    const bias = maskBias();
-    const gy = E.randn([B * T, C, P], new E.Generator(3));
-    E.fusedTemporalAttention(qkv, { k: rk, q: rq, v: rv }, bias, B, H, scale)!.mul(gy).sum().backward();
-    const ref = leaves.map((x) => x.detach().to({ dtype: 'float64' }).requiresGrad_());
-    composite(ref[0]!, { k: ref[1]!, q: ref[2]!, v: ref[3]! }, bias.to({ dtype: 'float64' })).mul(gy.to({ dtype: 'float64' })).sum().backward();
-    leaves.forEach((x, i) => {
-      const err = maxRelErr(x.grad!.toFloat64Array(), ref[i]!.grad!.toFloat64Array());
-      assert.ok(err < 5e-6, `input ${i}: ${err}`);
+for (const P of PIXELS) {
+  test(`fused temporal attention values match float64 loops (with and without RPE and mask; ${P} pixels)`, () => {
+    E.tidy(() => {
+      const { qkv, r } = inputs(1, P);
+      const bias = maskBias();
+      for (const withR of [true, false])
+        for (const withMask of [true, false]) {
+          const got = E.fusedTemporalAttention(qkv, withR ? r : null, withMask ? bias : null, B, H, scale);
+          assert.ok(got, 'kernel should run');
+          const f64 = (t: E.Tensor) => t.toFloat64Array();
+          const ref = naive(f64(qkv), withR ? { k: f64(r.k), q: f64(r.q), v: f64(r.v) } : null, withMask ? f64(bias) : null, P);
+          assert.ok(maxRelErr(got.toFloat64Array(), ref) < 2e-6, `rpe ${withR}, mask ${withMask}: ${maxRelErr(got.toFloat64Array(), ref)}`);
+          // inference mode (no probabilities kept for backward) gives the same values
+          const inf = E.inferenceMode(() => E.fusedTemporalAttention(qkv, withR ? r : null, withMask ? bias : null, B, H, scale)!);
+          assert.equal(inf.sub(got).abs().max().item(), 0);
+        }
     });
   });
-});
+
+  test(`fused temporal attention gradients (qkv, Rk, Rq, Rv) match float64 autograd of the formula (${P} pixels)`, () => {
+    E.tidy(() => {
+      const t = inputs(2, P);
+      const leaves = [t.qkv, t.r.k, t.r.q, t.r.v].map((x) => x.detach().requiresGrad_());
+      const [qkv, rk, rq, rv] = leaves as [E.Tensor, E.Tensor, E.Tensor, E.Tensor];
+      const bias = maskBias();
+      const gy = E.randn([B * T, C, P], new E.Generator(3));
+      for (const withR of [true, false]) {
+        for (const x of leaves) x.setGrad(null);
+        E.fusedTemporalAttention(qkv, withR ? { k: rk, q: rq, v: rv } : null, bias, B, H, scale)!.mul(gy).sum().backward();
+        const ref = leaves.map((x) => x.detach().to({ dtype: 'float64' }).requiresGrad_());
+        const zero = (x: E.Tensor) => x.mul(0);
+        const r64 = withR ? { k: ref[1]!, q: ref[2]!, v: ref[3]! } : { k: zero(ref[1]!), q: zero(ref[2]!), v: zero(ref[3]!) };
+        composite(ref[0]!, r64, bias.to({ dtype: 'float64' }), P).mul(gy.to({ dtype: 'float64' })).sum().backward();
+        const checked = withR ? leaves : leaves.slice(0, 1);
+        checked.forEach((x, i) => {
+          const err = maxRelErr(x.grad!.toFloat64Array(), ref[i]!.grad!.toFloat64Array());
+          assert.ok(err < 5e-6, `rpe ${withR}, input ${i}: ${err}`);
+        });
+      }
+    });
+  });
+}
 
 test('masked frames do not influence the others through the fused kernel', () => {
   E.tidy(() => {
