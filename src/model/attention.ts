@@ -11,7 +11,7 @@
  * the H·W positions — large GEMMs instead of many tiny per-position products, and the
  * `[B, T, T, C]` RPE tensors are never broadcast over positions.
  */
-import { batchedMatmul, cat, conv1d, fusableAttention, fusedChannelAttention, fusedTemporalAttention, groupNormFrames, keep, tidy, type Tensor } from '../engine/index.ts';
+import { batchedMatmul, cat, conv1d, fusableAttention, fusedChannelAttention, fusedTemporalAttention, groupNormFrames, keep, linear, stack, tidy, type Tensor } from '../engine/index.ts';
 import { Linear, Module, GroupNorm } from '../nn/index.ts';
 
 /**
@@ -75,6 +75,13 @@ class RpeWrapper extends Module {
   }
 }
 
+/** The relative-position terms R^k, R^q, R^v of one temporal attention layer, each `[B, T, T, C]`. */
+export interface RelativeTerms {
+  k: Tensor;
+  q: Tensor;
+  v: Tensor;
+}
+
 /** Inputs shared by every temporal attention layer of one forward pass. */
 export interface TemporalContext {
   B: number;
@@ -85,6 +92,8 @@ export interface TemporalContext {
   emb: Tensor;
   /** Additive mask `[B, 1, T, T]`: 0 where frame groups match, −∞ elsewhere; null = no mask. */
   maskBias: Tensor | null;
+  /** The layers' relative-position terms computed ahead (`relativeTermsOf`); a layer not in it computes its own. */
+  terms?: Map<FactorizedAttentionBlock, RelativeTerms>;
 }
 
 /**
@@ -159,6 +168,17 @@ class AttentionLayer extends Module {
     });
   }
 
+  /** This layer's relative-position terms: computed ahead in `ctx.terms`, or here; null without RPE. */
+  relativeTerms(ctx: TemporalContext): RelativeTerms | null {
+    if (!this.rpe) return null;
+    const ahead = this.owner ? ctx.terms?.get(this.owner) : undefined;
+    if (ahead) return ahead;
+    return { k: this.rpe.k.net.forward(ctx.phi, ctx.emb), q: this.rpe.q.net.forward(ctx.phi, ctx.emb), v: this.rpe.v.net.forward(ctx.phi, ctx.emb) };
+  }
+
+  /** The block this (temporal) layer belongs to: the key of its terms in `TemporalContext.terms`. */
+  owner: FactorizedAttentionBlock | null = null;
+
   /**
    * Temporal attention with RPE and frame-group mask. Shape: h `[B·T, C, H, W]` → same; attends
    * over the T frames of each video at each position (§4.3 steps 1–7).
@@ -176,8 +196,7 @@ class AttentionLayer extends Module {
         // GroupNorm per (video, pixel) over (channels-in-group × T), in place: [B·T, C, P]
         const xnF = groupNormFrames(h.reshape([B, T, C, P]), this.norm.numGroups, this.norm.param('weight'), this.norm.param('bias'), this.norm.eps).view([B * T, C, P]);
         const qkvF = this.#project(xnF, this.qkv); // [B·T, 3C, P]
-        const rpe = this.rpe ? { k: this.rpe.k.net.forward(ctx.phi, ctx.emb), q: this.rpe.q.net.forward(ctx.phi, ctx.emb), v: this.rpe.v.net.forward(ctx.phi, ctx.emb) } : null;
-        const o = fusedTemporalAttention(qkvF, rpe, ctx.maskBias?.reshape([B, T, T]) ?? null, B, nh, scale);
+        const o = fusedTemporalAttention(qkvF, this.relativeTerms(ctx), ctx.maskBias?.reshape([B, T, T]) ?? null, B, nh, scale);
         if (o) return this.#project(o, this.projOut).add(xnF).view([B * T, C, H, W]); // residual on GN(x)
       }
       // rows (b, p) of sequences over t, channel-major: [B·P, C, T]
@@ -197,9 +216,10 @@ class AttentionLayer extends Module {
       const kp = k.permute([0, 1, 3, 2, 4]).reshape([BH * P, T, d]);
       let logits = batchedMatmul(qp, kp.transpose(1, 2)).view([B, nh, P, T, T]);
 
-      if (this.rpe) {
-        const rk = this.rpe.k.net.forward(ctx.phi, ctx.emb); // [B, T(i), T(j), C]
-        const rq = this.rpe.q.net.forward(ctx.phi, ctx.emb);
+      const terms = this.relativeTerms(ctx);
+      if (terms) {
+        const rk = terms.k; // [B, T(i), T(j), C]
+        const rq = terms.q;
         // term1[b,h,p,i,j] = Σ_e q[b,h,i,p,e]·Rk[b,i,j,h,e]: batch (b,h,i), [P, d] @ [d, T]
         const rkT = rk.view([B, T, T, nh, d]).permute([0, 3, 1, 4, 2]).reshape([BH * T, d, T]);
         const t1 = batchedMatmul(q.view([BH * T, P, d]), rkT).view([B, nh, T, P, T]).permute([0, 1, 3, 2, 4]); // [B,nh,P,i,j]
@@ -215,8 +235,8 @@ class AttentionLayer extends Module {
       // o_i = Σ_j a_ij v_j (+ Σ_j a_ij Rv_ij)
       const vp = v.permute([0, 1, 3, 2, 4]).reshape([BH * P, T, d]);
       let o = batchedMatmul(attn.reshape([BH * P, T, T]), vp).view([B, nh, P, T, d]);
-      if (this.rpe) {
-        const rv = this.rpe.v.net.forward(ctx.phi, ctx.emb); // [B, T(i), T(j), C]
+      if (terms) {
+        const rv = terms.v; // [B, T(i), T(j), C]
         const rvB = rv.view([B, T, T, nh, d]).permute([0, 3, 1, 2, 4]).reshape([BH * T, T, d]); // (b,h,i): [T(j), d]
         const aB = attn.permute([0, 1, 3, 2, 4]).reshape([BH * T, P, T]); // (b,h,i): [P, T(j)]
         const o2 = batchedMatmul(aB, rvB).view([B, nh, T, P, d]).permute([0, 1, 3, 2, 4]);
@@ -239,9 +259,54 @@ export class FactorizedAttentionBlock extends Module {
     super();
     this.spatialAttention = this.registerModule('spatial_attention', new AttentionLayer(channels, heads, false, embDim, device));
     this.temporalAttention = this.registerModule('temporal_attention', new AttentionLayer(channels, heads, true, embDim, device));
+    this.temporalAttention.owner = this;
+  }
+
+  /** The three relative-position networks of the temporal attention (k, q, v order). */
+  get rpeNets(): RpeNet[] {
+    const r = this.temporalAttention.rpe!;
+    return [r.k.net, r.q.net, r.v.net];
   }
 
   forward(h: Tensor, ctx: TemporalContext): Tensor {
     return tidy(() => this.spatialAttention.spatial(this.temporalAttention.temporal(h, ctx)));
   }
+}
+
+/**
+ * The relative-position terms of many temporal attention layers in a handful of operators
+ * (REFERENCE_SPEC §4.3, RPE network). Every network reads the same φ(Δ) and time embedding, so
+ * their layers are stacked: one product for all first layers, one for all time embeddings, one
+ * SiLU, and one batched product for all output layers — instead of a dozen small operators per
+ * network (21 networks in the Balls model), whose fixed costs made the terms ≈ 10 % of a sampling
+ * forward pass. Layers are grouped by width. Shapes: φ `[B, T, T, 3]`, emb `[B, E]` → per block
+ * `{k, q, v}`, each `[B, T, T, C]`.
+ */
+export function relativeTermsOf(blocks: FactorizedAttentionBlock[], phi: Tensor, emb: Tensor): Map<FactorizedAttentionBlock, RelativeTerms> {
+  const out = new Map<FactorizedAttentionBlock, RelativeTerms>();
+  const byWidth = new Map<number, FactorizedAttentionBlock[]>();
+  for (const b of blocks) {
+    if (!b.temporalAttention.rpe) continue;
+    const c = b.temporalAttention.channels;
+    byWidth.set(c, [...(byWidth.get(c) ?? []), b]);
+  }
+  const [B, T] = phi.shape as [number, number];
+  for (const [C, group] of byWidth) {
+    const terms = tidy(() => {
+      const nets = group.flatMap((b) => b.rpeNets); // G = 3·layers networks
+      const G = nets.length;
+      const w = (pick: (n: RpeNet) => Linear, name: 'weight' | 'bias') => cat(nets.map((n) => pick(n).param(name)), 0);
+      // z = embed_distances(φ) + embed_diffusion_time(emb), all networks side by side: [B, T·T, G·C]
+      const d = linear(phi.reshape([B * T * T, 3]), w((n) => n.embedDistances, 'weight'), w((n) => n.embedDistances, 'bias'));
+      const e = linear(emb, w((n) => n.embedDiffusionTime, 'weight'), w((n) => n.embedDiffusionTime, 'bias'));
+      const z = d.view([B, T * T, G * C]).add(e.unsqueeze(1)).silu();
+      // out: per network [B·T·T, C] @ W_gᵀ + b_g, as one batched product over the G networks
+      const zg = z.view([B * T * T, G, C]).transpose(0, 1); // [G, B·T·T, C] (a view; the product reads it in place or copies)
+      const wOut = stack(nets.map((n) => n.out.param('weight')), 0).transpose(1, 2); // [G, C(in), C(out)]
+      const r = batchedMatmul(zg.contiguous(), wOut).add(stack(nets.map((n) => n.out.param('bias')), 0).unsqueeze(1)); // [G, B·T·T, C]
+      return r.unbind(0).map((t) => t.view([B, T, T, C]));
+    });
+    group.forEach((b, i) => out.set(b, { k: terms[3 * i]!, q: terms[3 * i + 1]!, v: terms[3 * i + 2]! }));
+  }
+  return out;
 }

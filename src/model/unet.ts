@@ -6,7 +6,7 @@
 import { arange, cat, interpolate, tensor, tidy, zeros, type Tensor } from '../engine/index.ts';
 import { Conv2d, Dropout, GroupNorm, Linear, Module, ModuleList, Sequential, SiLU, type Layer } from '../nn/index.ts';
 import { attentionRates, resolveUNetConfig, type UNetConfig } from './config.ts';
-import { FactorizedAttentionBlock, relativePositionFeatures, type TemporalContext } from './attention.ts';
+import { FactorizedAttentionBlock, relativePositionFeatures, relativeTermsOf, type TemporalContext } from './attention.ts';
 
 /**
  * Sinusoidal timestep embedding, cosines first (§4.2). Shape: `[N]` → `[N, dim]`.
@@ -175,6 +175,8 @@ export class UNetVideoModel extends Module {
    * after it, which `UNetInputs.outputMask` exploits.
    */
   readonly #lastTemporal: { block: number; layer: number } | null;
+  /** Every attention block, in forward order. */
+  readonly #attentionBlocks: FactorizedAttentionBlock[] = [];
 
   constructor(partial: Partial<UNetConfig> = {}, opts: { device?: string } = {}) {
     super();
@@ -243,7 +245,10 @@ export class UNetVideoModel extends Module {
     let last: { block: number; layer: number } | null = null;
     this.#blocksInOrder().forEach((b, block) =>
       b.layers.forEach((l, layer) => {
-        if (l instanceof FactorizedAttentionBlock) last = { block, layer };
+        if (l instanceof FactorizedAttentionBlock) {
+          last = { block, layer };
+          this.#attentionBlocks.push(l);
+        }
       }),
     );
     this.#lastTemporal = last;
@@ -288,7 +293,10 @@ export class UNetVideoModel extends Module {
       const m = obs.add(lat).clamp(0, 1).reshape([B, T]);
       const same = m.unsqueeze(2).eq(m.unsqueeze(1)); // [B, T, T]
       const maskBias = zeros([B, 1, T, T], { device: inp.x.device, dtype: inp.x.dtype }).maskedFill(same.logicalNot().reshape([B, 1, T, T]), -Infinity);
-      const ctx: TemporalContext = { B, T, phi: relativePositionFeatures(inp.frameIndices).to({ dtype: inp.x.dtype, copy: false }), emb: embVideo, maskBias };
+      const phi = relativePositionFeatures(inp.frameIndices).to({ dtype: inp.x.dtype, copy: false });
+      // Every temporal layer's relative-position terms at once (they depend on φ and t only).
+      const terms = relativeTermsOf(this.#attentionBlocks, phi, embVideo);
+      const ctx: TemporalContext = { B, T, phi, emb: embVideo, maskBias, terms };
 
       // After the last temporal attention only the frames in `keep` are carried on (outputMask).
       const keep = this.#framesToKeep(inp.outputMask, B, T);
