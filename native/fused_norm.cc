@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <numeric>
 #include <vector>
 
 namespace flexvid {
@@ -211,25 +212,357 @@ void Backward(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gamma
   });
 }
 
+// ----- Blocked layouts -------------------------------------------------------------------------
+// oneDNN's Winograd convolution (winograd.cc) keeps activations as [N, C/16, H, W, 16]: sixteen
+// channels innermost (oneDNN's nChw16c, "blocked"). A ResBlock's first normalisation reads the
+// block input (plain) and its second the first convolution's output (blocked); both write the
+// next convolution's input blocked, so neither convolution reorders its activations, forward or
+// backward. Here a 16-lane F16 value holds 16 channels at one position, so the per-channel
+// coefficients are lane vectors; plain data is read and written in 16×16 tiles transposed in
+// registers. Work items are (sample, the fewest 16-channel blocks that hold whole groups).
+
+enum Layout : int64_t { kPlain = 0, kPlainToBlocked = 1, kBlockedToBlocked = 2 };
+
+struct BlockedDims {
+  int64_t n, c, s, groups, cg;
+  int64_t bpi;  // 16-channel blocks per work item
+  int64_t Blocks() const { return c / 16; }
+  int64_t ItemsPerSample() const { return Blocks() / bpi; }
+  int64_t Items() const { return n * ItemsPerSample(); }
+  int64_t Plain(int64_t nn, int64_t cc, int64_t ss) const { return (nn * c + cc) * s + ss; }
+  int64_t Blocked(int64_t nn, int64_t cc, int64_t ss) const { return ((nn * Blocks() + cc / 16) * s + ss) * 16 + cc % 16; }
+  int64_t At(bool blocked, int64_t nn, int64_t cc, int64_t ss) const { return blocked ? Blocked(nn, cc, ss) : Plain(nn, cc, ss); }
+};
+
+BlockedDims GetBlockedDims(int64_t n, int64_t c, int64_t s, int64_t groups) {
+  const int64_t cg = c / groups;
+  return {n, c, s, groups, cg, std::lcm(cg, int64_t{16}) / 16};
+}
+
+// The 16×16 tile of channels 16·cb… and positions s0…s0+15 of sample nn, as 16 values t[i] =
+// the 16 channels at position s0 + i.
+FLEXVID_INLINE void LoadTile(const float* x, bool blocked, const BlockedDims& d, int64_t nn, int64_t cb, int64_t s0, F16* t) {
+  if (blocked) {
+    const float* p = x + ((nn * d.Blocks() + cb) * d.s + s0) * 16;
+    for (int i = 0; i < 16; ++i) t[i] = LoadF16(p + i * 16);
+  } else {
+    const float* p = x + (nn * d.c + cb * 16) * d.s + s0;
+    for (int l = 0; l < 16; ++l) t[l] = LoadF16(p + l * d.s);
+    Transpose16x16(t);
+  }
+}
+
+// The inverse of LoadTile (t is clobbered for plain layouts).
+FLEXVID_INLINE void StoreTile(float* x, bool blocked, const BlockedDims& d, int64_t nn, int64_t cb, int64_t s0, F16* t) {
+  if (blocked) {
+    float* p = x + ((nn * d.Blocks() + cb) * d.s + s0) * 16;
+    for (int i = 0; i < 16; ++i) StoreF16(p + i * 16, t[i]);
+  } else {
+    Transpose16x16(t);
+    float* p = x + (nn * d.c + cb * 16) * d.s + s0;
+    for (int l = 0; l < 16; ++l) StoreF16(p + l * d.s, t[l]);
+  }
+}
+
+FLEXVID_INLINE F16 SigmoidF16(F16 z) { return 1.0f / (1.0f + ExpApproxF16(-z)); }
+
+FLEXVID_INLINE F16 LanesOf(const float* v) { return LoadF16(v); }
+
+// Per-channel coefficients of one item's channels c0…c0+ci (ci = 16·bpi): z = a·x + b, k = γ(1 + s).
+void ItemCoeffs(const BlockedDims& d, int64_t nn, int64_t c0, const float* mean, const float* rstd, const float* gamma,
+                const float* beta, const float* scale, const float* shift, float* a, float* b, float* k) {
+  for (int64_t l = 0; l < d.bpi * 16; ++l) {
+    const int64_t c = c0 + l, nc = nn * d.c + c, g = nn * d.groups + c / d.cg;
+    const auto co = ChannelCoeffs<float>(mean[g], rstd[g], gamma[c], beta[c], scale ? 1.0f + scale[nc] : 1.0f,
+                                         shift ? shift[nc] : 0.0f);
+    a[l] = co.a, b[l] = co.b, k[l] = co.k;
+  }
+}
+
+// Forward: statistics (two passes: mean, then squared deviations), then y = act(a·x + b), written blocked.
+FLEXVID_CLONES void BlockedForwardItem(const float* x, bool blocked_in, float* y, const float* gamma, const float* beta,
+                                       const float* scale, const float* shift, const BlockedDims& d, double eps,
+                                       bool silu, int64_t item, float* mean, float* rstd, double* acc) {
+  const int64_t S = d.s, S16 = S / 16 * 16, ci = d.bpi * 16, m = d.cg * S;
+  const int64_t nn = item / d.ItemsPerSample(), cb0 = (item % d.ItemsPerSample()) * d.bpi, c0 = cb0 * 16;
+  const int64_t g0 = c0 / d.cg, gn = ci / d.cg;
+  F16 t[16];
+  float mu[64 * 16], a[64 * 16], b[64 * 16], k[64 * 16];  // per channel of the item (bpi ≤ 64)
+  // pass A: channel sums → group means
+  // (plain input: whole rows, as the plain kernel; blocked: the 16 lanes are 16 channels)
+  for (int64_t l = 0; l < ci; ++l) acc[l] = 0;
+  for (int64_t blk = 0; blk < d.bpi && !blocked_in; ++blk)
+    for (int l = 0; l < 16; ++l) {
+      const float* row = x + d.Plain(nn, c0 + blk * 16 + l, 0);
+      float sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t ss = 0; ss < S; ++ss) sum += row[ss];
+      acc[blk * 16 + l] = sum;
+    }
+  for (int64_t blk = 0; blk < d.bpi && blocked_in; ++blk) {
+    for (int64_t s0 = 0; s0 < S16; s0 += 16) {
+      LoadTile(x, true, d, nn, cb0 + blk, s0, t);
+      F16 sum = t[0];
+      for (int i = 1; i < 16; ++i) sum += t[i];
+      for (int l = 0; l < 16; ++l) acc[blk * 16 + l] += sum[l];
+    }
+    for (int64_t ss = S16; ss < S; ++ss)
+      for (int l = 0; l < 16; ++l) acc[blk * 16 + l] += x[d.Blocked(nn, c0 + blk * 16 + l, ss)];
+  }
+  for (int64_t g = 0; g < gn; ++g) {
+    double sum = 0;
+    for (int64_t l = g * d.cg; l < (g + 1) * d.cg; ++l) sum += acc[l];
+    const float mg = static_cast<float>(sum / m);
+    mean[nn * d.groups + g0 + g] = mg;
+    for (int64_t l = g * d.cg; l < (g + 1) * d.cg; ++l) mu[l] = mg;
+  }
+  // pass B: squared deviations → group rstd
+  for (int64_t l = 0; l < ci; ++l) acc[l] = 0;
+  for (int64_t blk = 0; blk < d.bpi && !blocked_in; ++blk)
+    for (int l = 0; l < 16; ++l) {
+      const float* row = x + d.Plain(nn, c0 + blk * 16 + l, 0);
+      const float m0 = mu[blk * 16 + l];
+      float sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t ss = 0; ss < S; ++ss) sum += (row[ss] - m0) * (row[ss] - m0);
+      acc[blk * 16 + l] = sum;
+    }
+  for (int64_t blk = 0; blk < d.bpi && blocked_in; ++blk) {
+    const F16 m16 = LanesOf(mu + blk * 16);
+    for (int64_t s0 = 0; s0 < S16; s0 += 16) {
+      LoadTile(x, true, d, nn, cb0 + blk, s0, t);
+      F16 sum = {};
+      for (int i = 0; i < 16; ++i) sum += (t[i] - m16) * (t[i] - m16);
+      for (int l = 0; l < 16; ++l) acc[blk * 16 + l] += sum[l];
+    }
+    for (int64_t ss = S16; ss < S; ++ss)
+      for (int l = 0; l < 16; ++l) {
+        const float v = x[d.Blocked(nn, c0 + blk * 16 + l, ss)] - mu[blk * 16 + l];
+        acc[blk * 16 + l] += v * v;
+      }
+  }
+  for (int64_t g = 0; g < gn; ++g) {
+    double ss = 0;
+    for (int64_t l = g * d.cg; l < (g + 1) * d.cg; ++l) ss += acc[l];
+    rstd[nn * d.groups + g0 + g] = static_cast<float>(1.0 / std::sqrt(ss / m + eps));
+  }
+  // pass C: output
+  ItemCoeffs(d, nn, c0, mean, rstd, gamma, beta, scale, shift, a, b, k);
+  for (int64_t blk = 0; blk < d.bpi; ++blk) {
+    const F16 av = LanesOf(a + blk * 16), bv = LanesOf(b + blk * 16);
+    for (int64_t s0 = 0; s0 < S16; s0 += 16) {
+      LoadTile(x, blocked_in, d, nn, cb0 + blk, s0, t);
+      for (int i = 0; i < 16; ++i) {
+        const F16 z = av * t[i] + bv;
+        t[i] = silu ? z * SigmoidF16(z) : z;
+      }
+      StoreTile(y, true, d, nn, cb0 + blk, s0, t);
+    }
+    for (int64_t ss = S16; ss < S; ++ss)
+      for (int l = 0; l < 16; ++l) {
+        const int64_t c = c0 + blk * 16 + l;
+        const float z = a[blk * 16 + l] * x[d.At(blocked_in, nn, c, ss)] + b[blk * 16 + l];
+        y[d.Blocked(nn, c, ss)] = silu ? z * Sigmoid(z) : z;
+      }
+  }
+}
+
+// dz = act'(z)·gy for z = a·x + b.
+FLEXVID_INLINE F16 DzF16(F16 z, F16 gy, bool silu) {
+  if (!silu) return gy;
+  const F16 sg = SigmoidF16(z);
+  return gy * sg * (1.0f + z * (1.0f - sg));
+}
+
+// Backward of one item: gy blocked, x and gx in x's layout. Fills sum_dz and Σ dz·x̂ per (n, c).
+FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, bool blocked_x, const float* gamma,
+                                        const float* beta, const float* scale, const float* shift, const float* mean,
+                                        const float* rstd, const BlockedDims& d, bool silu, int64_t item, float* gx,
+                                        double* s1p, double* s2p, double* acc) {
+  const int64_t S = d.s, S16 = S / 16 * 16, ci = d.bpi * 16, m = d.cg * S;
+  const int64_t nn = item / d.ItemsPerSample(), cb0 = (item % d.ItemsPerSample()) * d.bpi, c0 = cb0 * 16;
+  const int64_t g0 = c0 / d.cg, gn = ci / d.cg;
+  F16 t[16], gt[16];
+  float a[64 * 16], b[64 * 16], k[64 * 16], p[64 * 16], q[64 * 16], r[64 * 16];
+  ItemCoeffs(d, nn, c0, mean, rstd, gamma, beta, scale, shift, a, b, k);
+  // pass 1: per channel Σ dz (acc[0…ci)) and Σ dz·x (acc[ci…2ci)). A plain x is read by rows and
+  // the gradient's tiles transposed to match (one transpose per tile instead of two).
+  for (int64_t l = 0; l < 2 * ci; ++l) acc[l] = 0;
+  for (int64_t blk = 0; blk < d.bpi && !blocked_x; ++blk) {
+    const int64_t row0 = d.Plain(nn, c0 + blk * 16, 0);
+    F16 s1[16] = {}, s2[16] = {};
+    for (int64_t s0 = 0; s0 < S16; s0 += 16) {
+      LoadTile(gy, true, d, nn, cb0 + blk, s0, gt);
+      Transpose16x16(gt);  // gt[l]: channel l of the block at positions s0…s0+15
+      for (int l = 0; l < 16; ++l) {
+        const F16 xv = LoadF16(x + row0 + l * S + s0);
+        const F16 dz = DzF16(a[blk * 16 + l] * xv + b[blk * 16 + l], gt[l], silu);
+        s1[l] += dz;
+        s2[l] += dz * xv;
+      }
+    }
+    for (int l = 0; l < 16; ++l) acc[blk * 16 + l] = SumF16(s1[l]), acc[ci + blk * 16 + l] = SumF16(s2[l]);
+    for (int64_t ss = S16; ss < S; ++ss)
+      for (int l = 0; l < 16; ++l) {
+        const int64_t c = c0 + blk * 16 + l;
+        const float xv = x[d.Plain(nn, c, ss)], z = a[blk * 16 + l] * xv + b[blk * 16 + l];
+        const float g = gy[d.Blocked(nn, c, ss)];
+        float dz = g;
+        if (silu) {
+          const float sg = Sigmoid(z);
+          dz = g * sg * (1.0f + z * (1.0f - sg));
+        }
+        acc[blk * 16 + l] += dz, acc[ci + blk * 16 + l] += dz * xv;
+      }
+  }
+  for (int64_t blk = 0; blk < d.bpi && blocked_x; ++blk) {
+    const F16 av = LanesOf(a + blk * 16), bv = LanesOf(b + blk * 16);
+    for (int64_t s0 = 0; s0 < S16; s0 += 16) {
+      LoadTile(x, true, d, nn, cb0 + blk, s0, t);
+      LoadTile(gy, true, d, nn, cb0 + blk, s0, gt);
+      F16 s1 = {}, s2 = {};
+      for (int i = 0; i < 16; ++i) {
+        const F16 dz = DzF16(av * t[i] + bv, gt[i], silu);
+        s1 += dz;
+        s2 += dz * t[i];
+      }
+      for (int l = 0; l < 16; ++l) acc[blk * 16 + l] += s1[l], acc[ci + blk * 16 + l] += s2[l];
+    }
+    for (int64_t ss = S16; ss < S; ++ss)
+      for (int l = 0; l < 16; ++l) {
+        const int64_t c = c0 + blk * 16 + l;
+        const float xv = x[d.Blocked(nn, c, ss)], z = a[blk * 16 + l] * xv + b[blk * 16 + l];
+        const float g = gy[d.Blocked(nn, c, ss)];
+        float dz = g;
+        if (silu) {
+          const float sg = Sigmoid(z);
+          dz = g * sg * (1.0f + z * (1.0f - sg));
+        }
+        acc[blk * 16 + l] += dz, acc[ci + blk * 16 + l] += dz * xv;
+      }
+  }
+  for (int64_t g = 0; g < gn; ++g) {
+    const float mu = mean[nn * d.groups + g0 + g], rs = rstd[nn * d.groups + g0 + g];
+    double a_sum = 0, b_sum = 0;
+    for (int64_t l = g * d.cg; l < (g + 1) * d.cg; ++l) {
+      const double s1 = acc[l], dzxhat = rs * (acc[ci + l] - mu * s1);
+      s1p[nn * d.c + c0 + l] = s1;
+      s2p[nn * d.c + c0 + l] = dzxhat;
+      a_sum += k[l] * s1;
+      b_sum += k[l] * dzxhat;
+    }
+    const double A = a_sum / m, B = b_sum / m;
+    for (int64_t l = g * d.cg; l < (g + 1) * d.cg; ++l) {
+      p[l] = rs * k[l];
+      q[l] = static_cast<float>(-static_cast<double>(rs) * rs * B);
+      r[l] = static_cast<float>(-static_cast<double>(rs) * A + static_cast<double>(mu) * rs * rs * B);
+    }
+  }
+  if (!gx) return;
+  // pass 2: gx = p·dz + q·x + r
+  for (int64_t blk = 0; blk < d.bpi; ++blk) {
+    const F16 av = LanesOf(a + blk * 16), bv = LanesOf(b + blk * 16);
+    const F16 pv = LanesOf(p + blk * 16), qv = LanesOf(q + blk * 16), rv = LanesOf(r + blk * 16);
+    if (blocked_x) {
+      for (int64_t s0 = 0; s0 < S16; s0 += 16) {
+        LoadTile(x, true, d, nn, cb0 + blk, s0, t);
+        LoadTile(gy, true, d, nn, cb0 + blk, s0, gt);
+        for (int i = 0; i < 16; ++i) t[i] = pv * DzF16(av * t[i] + bv, gt[i], silu) + qv * t[i] + rv;
+        StoreTile(gx, true, d, nn, cb0 + blk, s0, t);
+      }
+    } else {
+      const int64_t row0 = d.Plain(nn, c0 + blk * 16, 0);
+      for (int64_t s0 = 0; s0 < S16; s0 += 16) {
+        LoadTile(gy, true, d, nn, cb0 + blk, s0, gt);
+        Transpose16x16(gt);
+        for (int l = 0; l < 16; ++l) {
+          const int64_t c = blk * 16 + l;
+          const F16 xv = LoadF16(x + row0 + l * S + s0);
+          StoreF16(gx + row0 + l * S + s0, p[c] * DzF16(a[c] * xv + b[c], gt[l], silu) + q[c] * xv + r[c]);
+        }
+      }
+    }
+    for (int64_t ss = S16; ss < S; ++ss)
+      for (int l = 0; l < 16; ++l) {
+        const int64_t c = c0 + blk * 16 + l, xi = d.At(blocked_x, nn, c, ss);
+        const float xv = x[xi], z = a[blk * 16 + l] * xv + b[blk * 16 + l];
+        const float g = gy[d.Blocked(nn, c, ss)];
+        float dz = g;
+        if (silu) {
+          const float sg = Sigmoid(z);
+          dz = g * sg * (1.0f + z * (1.0f - sg));
+        }
+        gx[xi] = p[blk * 16 + l] * dz + q[blk * 16 + l] * xv + r[blk * 16 + l];
+      }
+  }
+}
+
+void BlockedForward(const at::Tensor& x, bool blocked_in, const at::Tensor& gamma, const at::Tensor& beta,
+                    const at::Tensor& scale, const at::Tensor& shift, const BlockedDims& d, double eps, bool silu,
+                    at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
+  const float* sp = scale.numel() > 0 ? scale.data_ptr<float>() : nullptr;
+  const float* hp = shift.numel() > 0 ? shift.data_ptr<float>() : nullptr;
+  at::parallel_for(0, d.Items(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> acc(d.bpi * 16);
+    for (int64_t item = begin; item < end; ++item) {
+      BlockedForwardItem(x.data_ptr<float>(), blocked_in, y.data_ptr<float>(), gamma.data_ptr<float>(),
+                         beta.data_ptr<float>(), sp, hp, d, eps, silu, item, mean.data_ptr<float>(),
+                         rstd.data_ptr<float>(), acc.data());
+    }
+  });
+}
+
+void BlockedBackward(const at::Tensor& gy, const at::Tensor& x, bool blocked_x, const at::Tensor& gamma,
+                     const at::Tensor& beta, const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean,
+                     const at::Tensor& rstd, const BlockedDims& d, bool silu, at::Tensor& gx, at::Tensor& sum_dz,
+                     at::Tensor& sum_dz_xhat) {
+  const float* sp = scale.numel() > 0 ? scale.data_ptr<float>() : nullptr;
+  const float* hp = shift.numel() > 0 ? shift.data_ptr<float>() : nullptr;
+  at::parallel_for(0, d.Items(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> acc(2 * d.bpi * 16);
+    for (int64_t item = begin; item < end; ++item) {
+      BlockedBackwardItem(gy.data_ptr<float>(), x.data_ptr<float>(), blocked_x, gamma.data_ptr<float>(),
+                          beta.data_ptr<float>(), sp, hp, mean.data_ptr<float>(), rstd.data_ptr<float>(), d, silu,
+                          item, gx.defined() ? gx.data_ptr<float>() : nullptr, sum_dz.data_ptr<double>(),
+                          sum_dz_xhat.data_ptr<double>(), acc.data());
+    }
+  });
+}
+
 Dims GetDims(const at::Tensor& x, int64_t groups) {
   const int64_t n = x.size(0), c = x.size(1);
   return {n, c, n * c == 0 ? 0 : x.numel() / (n * c), groups, c / groups};
+}
+
+// Dimensions of a blocked-path input: plain [N, C, H, W] (kPlainToBlocked) or blocked
+// [N, C/16, H, W, 16] (kBlockedToBlocked).
+BlockedDims BlockedDimsOf(const at::Tensor& x, int64_t layout, int64_t groups) {
+  const int64_t c = layout == kBlockedToBlocked ? x.size(1) * 16 : x.size(1);
+  return GetBlockedDims(x.size(0), c, x.size(2) * x.size(3), groups);
 }
 
 class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& gamma,
                             const at::Tensor& beta, const at::Tensor& scale, const at::Tensor& shift, int64_t groups,
-                            double eps, bool silu) {
-    const Dims d = GetDims(x, groups);
-    at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
-    at::Tensor mean = at::empty({d.n, groups}, x.options()), rstd = at::empty({d.n, groups}, x.options());
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "group_norm_silu", [&] {
-      Forward<scalar_t>(x, gamma, beta, scale, shift, d, eps, silu, y, mean, rstd);
-    });
+                            double eps, bool silu, int64_t layout) {
+    at::Tensor y;
+    at::Tensor mean = at::empty({x.size(0), groups}, x.options()), rstd = at::empty({x.size(0), groups}, x.options());
+    if (layout == kPlain) {
+      const Dims d = GetDims(x, groups);
+      y = at::empty_like(x, at::MemoryFormat::Contiguous);
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "group_norm_silu", [&] {
+        Forward<scalar_t>(x, gamma, beta, scale, shift, d, eps, silu, y, mean, rstd);
+      });
+    } else {
+      const BlockedDims d = BlockedDimsOf(x, layout, groups);
+      y = at::empty({d.n, d.Blocks(), x.size(2), x.size(3), 16}, x.options());
+      BlockedForward(x, layout == kBlockedToBlocked, gamma, beta, scale, shift, d, eps, silu, y, mean, rstd);
+    }
     ctx->save_for_backward({x, gamma, beta, scale, shift, mean, rstd});
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["silu"] = silu;
+    ctx->saved_data["layout"] = layout;
     return y;
   }
 
@@ -242,14 +575,26 @@ class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunc
     const at::Tensor &mean = saved[5], &rstd = saved[6];
     const int64_t groups = ctx->saved_data["groups"].toInt();
     const bool silu = ctx->saved_data["silu"].toBool();
-    const Dims d = GetDims(x, groups);
+    const int64_t layout = ctx->saved_data["layout"].toInt();
     at::Tensor gy = grads[0].contiguous();
     at::Tensor gx = ctx->needs_input_grad(0) ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::Tensor();
     auto f64 = x.options().dtype(at::kDouble);
+    Dims d{};
+    if (layout == kPlain) {
+      d = GetDims(x, groups);
+    } else {
+      const BlockedDims b = BlockedDimsOf(x, layout, groups);
+      d = Dims{b.n, b.c, b.s, groups, b.cg};
+    }
     at::Tensor sum_dz = at::empty({d.n, d.c}, f64), sum_dz_xhat = at::empty({d.n, d.c}, f64);
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "group_norm_silu_backward", [&] {
-      Backward<scalar_t>(gy, x, gamma, beta, scale, shift, mean, rstd, d, silu, gx, sum_dz, sum_dz_xhat);
-    });
+    if (layout == kPlain) {
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "group_norm_silu_backward", [&] {
+        Backward<scalar_t>(gy, x, gamma, beta, scale, shift, mean, rstd, d, silu, gx, sum_dz, sum_dz_xhat);
+      });
+    } else {
+      BlockedBackward(gy, x, layout == kBlockedToBlocked, gamma, beta, scale, shift, mean, rstd,
+                      BlockedDimsOf(x, layout, groups), silu, gx, sum_dz, sum_dz_xhat);
+    }
     // z = u·(1+s) + h with u = x̂·γ + β: ∂/∂s = Σ dz·u, ∂/∂h = Σ dz, ∂/∂γ = Σ_n (1+s)·Σ dz·x̂, ∂/∂β = Σ_n (1+s)·Σ dz.
     const bool has_scale = scale.numel() > 0, has_shift = shift.numel() > 0;
     at::Tensor scale1 = has_scale ? scale.to(at::kDouble).add(1) : at::ones({1, d.c}, f64);
@@ -260,16 +605,28 @@ class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunc
       g_scale = (sum_dz_xhat * gamma.to(at::kDouble) + sum_dz * beta.to(at::kDouble)).to(x.scalar_type());
     }
     if (has_shift) g_shift = sum_dz.to(x.scalar_type());
-    return {gx, g_gamma, g_beta, g_scale, g_shift, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {gx, g_gamma, g_beta, g_scale, g_shift, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 // x [N, C, *], weight/bias [C], scale/shift [N, C] (or [N, C, 1, …]) or none → same shape as x.
 at::Tensor GroupNormSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                          const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& shift, int64_t groups,
-                         double eps, bool silu) {
+                         double eps, bool silu, int64_t layout) {
   TORCH_CHECK(x.dim() >= 2, "flexvid::group_norm_silu: expected x [N, C, ...], got ", x.sizes());
-  const int64_t n = x.size(0), c = x.size(1);
+  TORCH_CHECK(layout >= kPlain && layout <= kBlockedToBlocked, "flexvid::group_norm_silu: layout must be 0 (plain), 1 (plain → blocked) or 2 (blocked), got ", layout);
+  if (layout == kPlainToBlocked) {
+    TORCH_CHECK(x.dim() == 4 && x.size(1) % 16 == 0, "flexvid::group_norm_silu: plain → blocked needs x [N, C, H, W] with C a multiple of 16, got ", x.sizes());
+  } else if (layout == kBlockedToBlocked) {
+    TORCH_CHECK(x.dim() == 5 && x.size(4) == 16, "flexvid::group_norm_silu: blocked input must be [N, C/16, H, W, 16], got ", x.sizes());
+  }
+  if (layout != kPlain) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat && x.device().is_cpu(), "flexvid::group_norm_silu: blocked layouts need float32 CPU tensors, got ", x.scalar_type(), " on ", x.device());
+    const int64_t c = layout == kBlockedToBlocked ? x.size(1) * 16 : x.size(1);
+    TORCH_CHECK(groups > 0 && c % groups == 0 && (c / 16) % GetBlockedDims(1, c, 1, groups).bpi == 0 && c / groups <= 64,
+                "flexvid::group_norm_silu: ", c, " channels in ", groups, " groups do not tile into whole 16-channel blocks");
+  }
+  const int64_t n = x.size(0), c = layout == kBlockedToBlocked ? x.size(1) * 16 : x.size(1);
   TORCH_CHECK(groups > 0 && c % groups == 0, "flexvid::group_norm_silu: ", c, " channels not divisible into ", groups,
               " groups");
   TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
@@ -290,7 +647,7 @@ at::Tensor GroupNormSilu(const at::Tensor& x, const at::Tensor& weight, const at
     return t->reshape({n, c}).contiguous();
   };
   return GroupNormSiluFunction::apply(x.contiguous(), weight.contiguous(), bias.contiguous(), per_sample(scale, "scale"),
-                                      per_sample(shift, "shift"), groups, eps, silu);
+                                      per_sample(shift, "shift"), groups, eps, silu, layout);
 }
 
 // ----- GroupNorm over frames: flexvid::group_norm_frames -------------------------------------------
@@ -450,12 +807,54 @@ at::Tensor GroupNormFrames(const at::Tensor& x, const at::Tensor& weight, const 
   return GroupNormFramesFunction::apply(x.contiguous(), weight.contiguous(), bias.contiguous(), groups, eps);
 }
 
+// Rows of 16 channels × 16 positions: out = r + plain(h) (h blocked) for one (sample, block).
+FLEXVID_CLONES void UnblockAddBlock(const float* h, const float* r, float* out, const BlockedDims& d, int64_t nn, int64_t cb) {
+  const int64_t S16 = d.s / 16 * 16;
+  F16 t[16];
+  const int64_t row0 = (nn * d.c + cb * 16) * d.s;
+  for (int64_t s0 = 0; s0 < S16; s0 += 16) {
+    LoadTile(h, true, d, nn, cb, s0, t);
+    Transpose16x16(t);  // t[l]: channel cb·16 + l at positions s0…s0+15
+    for (int l = 0; l < 16; ++l) StoreF16(out + row0 + l * d.s + s0, t[l] + LoadF16(r + row0 + l * d.s + s0));
+  }
+  for (int64_t ss = S16; ss < d.s; ++ss)
+    for (int l = 0; l < 16; ++l) {
+      const int64_t c = cb * 16 + l;
+      out[d.Plain(nn, c, ss)] = r[d.Plain(nn, c, ss)] + h[d.Blocked(nn, c, ss)];
+    }
+}
+
+FLEXVID_CLONES void BlockBlock(const float* x, float* out, const BlockedDims& d, int64_t nn, int64_t cb) {
+  const int64_t S16 = d.s / 16 * 16;
+  F16 t[16];
+  for (int64_t s0 = 0; s0 < S16; s0 += 16) {
+    LoadTile(x, false, d, nn, cb, s0, t);
+    StoreTile(out, true, d, nn, cb, s0, t);
+  }
+  for (int64_t ss = S16; ss < d.s; ++ss)
+    for (int l = 0; l < 16; ++l) out[d.Blocked(nn, cb * 16 + l, ss)] = x[d.Plain(nn, cb * 16 + l, ss)];
+}
+
 }  // namespace
+
+void UnblockAddRaw(const float* h, const float* r, float* out, int64_t n, int64_t c, int64_t sp) {
+  const BlockedDims d = GetBlockedDims(n, c, sp, c / 16);
+  at::parallel_for(0, n * d.Blocks(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) UnblockAddBlock(h, r, out, d, i / d.Blocks(), i % d.Blocks());
+  });
+}
+
+void BlockRaw(const float* x, float* out, int64_t n, int64_t c, int64_t sp) {
+  const BlockedDims d = GetBlockedDims(n, c, sp, c / 16);
+  at::parallel_for(0, n * d.Blocks(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) BlockBlock(x, out, d, i / d.Blocks(), i % d.Blocks());
+  });
+}
 
 TORCH_LIBRARY_FRAGMENT(flexvid, m) {
   m.def(
       "group_norm_silu(Tensor x, Tensor weight, Tensor bias, Tensor? scale, Tensor? shift, int groups, float eps, "
-      "bool silu) -> Tensor");
+      "bool silu, int layout=0) -> Tensor");
   m.def("group_norm_frames(Tensor x, Tensor weight, Tensor bias, int groups, float eps) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(flexvid, CompositeImplicitAutograd, m) {

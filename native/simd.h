@@ -80,6 +80,34 @@ FLEXVID_INLINE float SumF16(F16 v) {
   return s;
 }
 
+// One round of Transpose16x16: rows i and i + b (i without bit b) exchange their lanes with bit b.
+FLEXVID_INLINE void TransposeRound(F16* r, int b, I16 ma, I16 mb) {
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) {
+    if (i & b) continue;
+    const F16 a = r[i], c = r[i + b];
+    r[i] = __builtin_shuffle(a, c, ma);
+    r[i + b] = __builtin_shuffle(a, c, mb);
+  }
+}
+
+// Transpose a 16×16 tile held as 16 values: r[i][j] ← r[j][i]. Four rounds of swapping the
+// off-diagonal halves of ever smaller blocks, each a two-source lane permutation (vpermt2ps).
+FLEXVID_INLINE void Transpose16x16(F16* r) {
+  const I16 m8a = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+  const I16 m8b = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+  const I16 m4a = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
+  const I16 m4b = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
+  const I16 m2a = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+  const I16 m2b = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
+  const I16 m1a = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
+  const I16 m1b = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+  TransposeRound(r, 8, m8a, m8b);
+  TransposeRound(r, 4, m4a, m4b);
+  TransposeRound(r, 2, m2a, m2b);
+  TransposeRound(r, 1, m1a, m1b);
+}
+
 // ExpApprox on 16 lanes (the same range reduction and polynomial, so the same values).
 FLEXVID_INLINE F16 ExpApproxF16(F16 x) {
   const F16 lo = SplatF16(-87.0f), hi = SplatF16(88.0f);

@@ -22,6 +22,12 @@
 #include "onednn.h"
 
 namespace flexvid {
+
+// fused_norm.cc: plain ↔ blocked layout changes in 16×16 register tiles (sp = H·W positions).
+// out = r + plain(h);  out = blocked(x).
+void UnblockAddRaw(const float* h, const float* r, float* out, int64_t n, int64_t c, int64_t sp);
+void BlockRaw(const float* x, float* out, int64_t n, int64_t c, int64_t sp);
+
 namespace {
 
 at::Tensor Fallback(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
@@ -94,49 +100,81 @@ memory Wrap(const memory::desc& md, const at::Tensor& t) { return memory(md, Eng
 
 memory::desc Plain(memory::dims d, Tag tag) { return memory::desc(d, memory::data_type::f32, tag); }
 
-// Copy `t` (plain layout `tag`) into a new buffer of layout `md`; returns `t` itself if it already has it.
-at::Tensor ToLayout(const at::Tensor& t, Tag tag, const memory::desc& md, dnnl::stream& s) {
-  memory::dims dims(t.sizes().begin(), t.sizes().end());
-  auto plain = Plain(dims, tag);
-  if (plain == md) return t;
-  at::Tensor out = Buffer(md);
-  auto src = Wrap(plain, t), dst = Wrap(md, out);
+// Copy `t`, laid out as `have`, into a new buffer of layout `want`; returns `t` itself if the layouts agree.
+at::Tensor ToLayout(const at::Tensor& t, const memory::desc& have, const memory::desc& want, dnnl::stream& s) {
+  if (have == want) return t;
+  at::Tensor out = Buffer(want);
+  auto src = Wrap(have, t), dst = Wrap(want, out);
   dnnl::reorder(src, dst).execute(s, src, dst);
   return out;
 }
 
-// Copy a buffer of layout `md` into a new plain tensor of shape `dims`.
-at::Tensor FromLayout(const at::Tensor& buf, const memory::desc& md, memory::dims dims, Tag tag, dnnl::stream& s) {
-  at::Tensor out = at::empty(c10::IntArrayRef(dims.data(), dims.size()), at::dtype(at::kFloat));
-  auto src = Wrap(md, buf), dst = Wrap(Plain(dims, tag), out);
+// The same for a tensor in a plain layout `tag` of its own shape.
+at::Tensor ToLayout(const at::Tensor& t, Tag tag, const memory::desc& md, dnnl::stream& s) {
+  memory::dims dims(t.sizes().begin(), t.sizes().end());
+  return ToLayout(t, Plain(dims, tag), md, s);
+}
+
+// Copy a buffer of layout `md` into a new tensor of shape `shape` laid out as `want`.
+at::Tensor FromLayout(const at::Tensor& buf, const memory::desc& md, c10::IntArrayRef shape, const memory::desc& want,
+                      dnnl::stream& s) {
+  at::Tensor out = at::empty(shape, at::dtype(at::kFloat));
+  auto src = Wrap(md, buf), dst = Wrap(want, out);
   dnnl::reorder(src, dst).execute(s, src, dst);
   return out;
+}
+
+// How the caller holds an activation [n, c, h, w]: plain NCHW, or blocked [n, c/16, h, w, 16]
+// (oneDNN's nChw16c, which the Winograd kernels read and write; see fused_norm.cc).
+memory::desc Activation(int64_t n, int64_t c, int64_t h, int64_t w, bool blocked) {
+  return Plain({n, c, h, w}, blocked ? Tag::nChw16c : Tag::nchw);
+}
+std::vector<int64_t> ActivationShape(int64_t n, int64_t c, int64_t h, int64_t w, bool blocked) {
+  if (blocked) return {n, c / 16, h, w, 16};
+  return {n, c, h, w};
+}
+
+// Run `prim` writing its `md`-laid-out destination straight into a new tensor of the caller's
+// layout `want` when they agree, else through a buffer and a reorder.
+template <typename Exec>
+at::Tensor IntoLayout(const memory::desc& md, const memory::desc& want, c10::IntArrayRef shape, dnnl::stream& s, Exec exec) {
+  if (md == want) {
+    at::Tensor out = at::empty(shape, at::dtype(at::kFloat));
+    exec(out);
+    return out;
+  }
+  at::Tensor buf = Buffer(md);
+  exec(buf);
+  return FromLayout(buf, md, shape, want, s);
 }
 
 class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
  public:
+  // x [N, IC, H, W] (or blocked [N, IC/16, H, W, 16]); the output comes in the same layout family.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
-                            const at::Tensor& b, const Plan* plan) {
+                            const at::Tensor& b, const Plan* plan, bool blocked) {
     dnnl::stream s(Engine());
     const auto& pd = plan->fwd_pd;
-    at::Tensor xb = ToLayout(x, Tag::nchw, pd.src_desc(), s);
+    const int64_t n = x.size(0), ic = w.size(1), oc = w.size(0), h = x.size(2), wd = x.size(3);
+    at::Tensor xb = ToLayout(x, Activation(n, ic, h, wd, blocked), pd.src_desc(), s);
     at::Tensor wb = ToLayout(w, Tag::oihw, pd.weights_desc(), s);
-    at::Tensor yb = Buffer(pd.dst_desc());
-    plan->fwd.execute(s, {{DNNL_ARG_SRC, Wrap(pd.src_desc(), xb)},
-                          {DNNL_ARG_WEIGHTS, Wrap(pd.weights_desc(), wb)},
-                          {DNNL_ARG_BIAS, Wrap(pd.bias_desc(), b)},
-                          {DNNL_ARG_DST, Wrap(pd.dst_desc(), yb)}});
-    memory::dims ydims{x.size(0), w.size(0), x.size(2), x.size(3)};
-    at::Tensor y = FromLayout(yb, pd.dst_desc(), ydims, Tag::nchw, s);
+    at::Tensor y = IntoLayout(pd.dst_desc(), Activation(n, oc, h, wd, blocked), ActivationShape(n, oc, h, wd, blocked), s,
+                              [&](const at::Tensor& dst) {
+                                plan->fwd.execute(s, {{DNNL_ARG_SRC, Wrap(pd.src_desc(), xb)},
+                                                      {DNNL_ARG_WEIGHTS, Wrap(pd.weights_desc(), wb)},
+                                                      {DNNL_ARG_BIAS, Wrap(pd.bias_desc(), b)},
+                                                      {DNNL_ARG_DST, Wrap(pd.dst_desc(), dst)}});
+                              });
     s.wait();
     // Keep the source in the layout backward-weights reads, so backward does not reorder it again.
     const bool same = plan->bwd_weights_pd.src_desc() == pd.src_desc();
     ctx->save_for_backward({same ? xb : x, w});
-    ctx->saved_data["src_blocked"] = same && !xb.is_same(x);
+    ctx->saved_data["src_reordered"] = same && !xb.is_same(x);
     ctx->saved_data["plan"] = reinterpret_cast<int64_t>(plan);
-    ctx->saved_data["n"] = x.size(0);
-    ctx->saved_data["h"] = x.size(2);
-    ctx->saved_data["w"] = x.size(3);
+    ctx->saved_data["blocked"] = blocked;
+    ctx->saved_data["n"] = n;
+    ctx->saved_data["h"] = h;
+    ctx->saved_data["w"] = wd;
     return y;
   }
 
@@ -149,37 +187,39 @@ class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
     const at::Tensor& xs = saved[0];
     const at::Tensor& w = saved[1];
     const int64_t n = ctx->saved_data["n"].toInt(), h = ctx->saved_data["h"].toInt(), wd = ctx->saved_data["w"].toInt();
+    const bool blocked = ctx->saved_data["blocked"].toBool();
     const int64_t oc = w.size(0), ic = w.size(1);
+    const memory::desc gy_have = Activation(n, oc, h, wd, blocked), x_have = Activation(n, ic, h, wd, blocked);
     at::Tensor gy = grads[0].contiguous();
     dnnl::stream s(Engine());
     at::Tensor gx, gw, gb;
     at::Tensor gyb;  // gy in the backward-data layout, reused by backward-weights when it matches
     if (ctx->needs_input_grad(0)) {
       const auto& pd = plan->bwd_data_pd;
-      gyb = ToLayout(gy, Tag::nchw, pd.diff_dst_desc(), s);
+      gyb = ToLayout(gy, gy_have, pd.diff_dst_desc(), s);
       at::Tensor wb = ToLayout(w, Tag::oihw, pd.weights_desc(), s);
-      at::Tensor gxb = Buffer(pd.diff_src_desc());
-      plan->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, Wrap(pd.diff_dst_desc(), gyb)},
-                                 {DNNL_ARG_WEIGHTS, Wrap(pd.weights_desc(), wb)},
-                                 {DNNL_ARG_DIFF_SRC, Wrap(pd.diff_src_desc(), gxb)}});
-      gx = FromLayout(gxb, pd.diff_src_desc(), {n, ic, h, wd}, Tag::nchw, s);
+      gx = IntoLayout(pd.diff_src_desc(), x_have, ActivationShape(n, ic, h, wd, blocked), s, [&](const at::Tensor& dst) {
+        plan->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, Wrap(pd.diff_dst_desc(), gyb)},
+                                   {DNNL_ARG_WEIGHTS, Wrap(pd.weights_desc(), wb)},
+                                   {DNNL_ARG_DIFF_SRC, Wrap(pd.diff_src_desc(), dst)}});
+      });
     }
     if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
       const auto& pd = plan->bwd_weights_pd;
       if (!gyb.defined() || plan->bwd_data_pd.diff_dst_desc() != pd.diff_dst_desc()) {
-        gyb = ToLayout(gy, Tag::nchw, pd.diff_dst_desc(), s);
+        gyb = ToLayout(gy, gy_have, pd.diff_dst_desc(), s);
       }
-      at::Tensor xb = ctx->saved_data["src_blocked"].toBool() ? xs : ToLayout(xs, Tag::nchw, pd.src_desc(), s);
+      at::Tensor xb = ctx->saved_data["src_reordered"].toBool() ? xs : ToLayout(xs, x_have, pd.src_desc(), s);
       at::Tensor gwb = Buffer(pd.diff_weights_desc());
       gb = at::empty({oc}, at::dtype(at::kFloat));
       plan->bwd_weights.execute(s, {{DNNL_ARG_DIFF_DST, Wrap(pd.diff_dst_desc(), gyb)},
                                     {DNNL_ARG_SRC, Wrap(pd.src_desc(), xb)},
                                     {DNNL_ARG_DIFF_WEIGHTS, Wrap(pd.diff_weights_desc(), gwb)},
                                     {DNNL_ARG_DIFF_BIAS, Wrap(pd.diff_bias_desc(), gb)}});
-      gw = FromLayout(gwb, pd.diff_weights_desc(), {oc, ic, 3, 3}, Tag::oihw, s);
+      gw = FromLayout(gwb, pd.diff_weights_desc(), {oc, ic, 3, 3}, Plain({oc, ic, 3, 3}, Tag::oihw), s);
     }
     s.wait();
-    return {gx, gw, gb, at::Tensor()};
+    return {gx, gw, gb, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -269,24 +309,81 @@ at::Tensor Bmm(const at::Tensor& a, const at::Tensor& b) {
   return at::bmm(a, b);
 }
 
-// x [N, IC, H, W], w [OC, IC, 3, 3], b [OC] or none → [N, OC, H, W]; stride 1, padding 1.
-at::Tensor Conv3x3(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
-  TORCH_CHECK(x.dim() == 4 && w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3 && w.size(1) == x.size(1),
-              "flexvid::conv3x3: expected x [N, C, H, W] and weight [O, C, 3, 3], got ", x.sizes(), " and ",
-              w.sizes());
+// Blocked [N, C/16, H, W, 16] ↔ plain [N, C, H, W] with libtorch operators (differentiable), for
+// the shapes the Winograd kernels do not cover.
+at::Tensor BlockedToPlain(const at::Tensor& x) {
+  return x.permute({0, 1, 4, 2, 3}).reshape({x.size(0), x.size(1) * 16, x.size(2), x.size(3)});
+}
+at::Tensor PlainToBlocked(const at::Tensor& x) {
+  return x.view({x.size(0), x.size(1) / 16, 16, x.size(2), x.size(3)}).permute({0, 1, 3, 4, 2}).contiguous();
+}
+
+// x [N, IC, H, W] (or blocked [N, IC/16, H, W, 16]), w [OC, IC, 3, 3], b [OC] or none → [N, OC, H, W]
+// (or blocked [N, OC/16, H, W, 16]); stride 1, padding 1.
+at::Tensor Conv3x3Impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, bool blocked) {
+  const char* op = blocked ? "flexvid::conv3x3_blocked" : "flexvid::conv3x3";
+  const int64_t ic = blocked ? x.size(1) * 16 : x.size(1);
+  TORCH_CHECK(x.dim() == (blocked ? 5 : 4) && (!blocked || x.size(4) == 16) && w.dim() == 4 && w.size(2) == 3 &&
+                  w.size(3) == 3 && w.size(1) == ic && (!blocked || w.size(0) % 16 == 0),
+              op, ": expected x ", blocked ? "[N, C/16, H, W, 16]" : "[N, C, H, W]", " and weight [O, C, 3, 3]",
+              blocked ? " with O a multiple of 16" : "", ", got ", x.sizes(), " and ", w.sizes());
 #ifdef FLEXVID_DNNL
   const bool eligible = x.device().is_cpu() && w.device().is_cpu() && x.scalar_type() == at::kFloat &&
                         w.scalar_type() == at::kFloat && (!b || b->scalar_type() == at::kFloat) &&
-                        !x.is_mkldnn() && x.size(0) > 0 && x.size(1) % 16 == 0 && w.size(0) % 16 == 0;
+                        !x.is_mkldnn() && x.size(0) > 0 && ic % 16 == 0 && w.size(0) % 16 == 0;
   if (eligible) {
-    const Plan* plan = GetPlan({x.size(0), x.size(1), w.size(0), x.size(2), x.size(3)});
+    const Plan* plan = GetPlan({x.size(0), ic, w.size(0), x.size(2), x.size(3)});
     if (plan) {
       at::Tensor bias = b ? b->contiguous() : at::zeros({w.size(0)}, at::dtype(at::kFloat));
-      return Conv3x3Function::apply(x.contiguous(), w.contiguous(), bias, plan);
+      return Conv3x3Function::apply(x.contiguous(), w.contiguous(), bias, plan, blocked);
     }
   }
 #endif
+  if (blocked) return PlainToBlocked(Fallback(BlockedToPlain(x), w, b));
   return Fallback(x, w, b);
+}
+
+at::Tensor Conv3x3(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  return Conv3x3Impl(x, w, b, false);
+}
+at::Tensor Conv3x3Blocked(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  return Conv3x3Impl(x, w, b, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// flexvid::unblock_add — r + h for h blocked [N, C/16, H, W, 16] and r plain [N, C, H, W], into a
+// plain tensor: the residual sum that ends a ResBlock whose convolutions stay blocked, with the
+// layout change inside the addition's own pass (16×16 tiles transposed in registers).
+
+class UnblockAddFunction : public torch::autograd::Function<UnblockAddFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h, const at::Tensor& r) {
+    at::Tensor out = at::empty_like(r, at::MemoryFormat::Contiguous);
+    UnblockAddRaw(h.data_ptr<float>(), r.data_ptr<float>(), out.data_ptr<float>(), r.size(0), r.size(1),
+                  r.size(2) * r.size(3));
+    ctx->saved_data["hshape"] = h.sizes();
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    at::Tensor g = grads[0].contiguous();
+    at::Tensor gh;
+    if (ctx->needs_input_grad(0)) {
+      gh = at::empty(ctx->saved_data["hshape"].toIntVector(), g.options());
+      BlockRaw(g.data_ptr<float>(), gh.data_ptr<float>(), g.size(0), g.size(1), g.size(2) * g.size(3));
+    }
+    return {gh, ctx->needs_input_grad(1) ? g : at::Tensor()};
+  }
+};
+
+at::Tensor UnblockAdd(const at::Tensor& h, const at::Tensor& r) {
+  TORCH_CHECK(h.dim() == 5 && h.size(4) == 16 && r.dim() == 4 && r.size(0) == h.size(0) && r.size(1) == h.size(1) * 16 &&
+                  r.size(2) == h.size(2) && r.size(3) == h.size(3),
+              "flexvid::unblock_add: expected h [N, C/16, H, W, 16] and r [N, C, H, W] of the same N, C, H, W, got ",
+              h.sizes(), " and ", r.sizes());
+  TORCH_CHECK(h.scalar_type() == at::kFloat && r.scalar_type() == at::kFloat && h.device().is_cpu() && r.device().is_cpu(),
+              "flexvid::unblock_add: float32 CPU tensors only");
+  return UnblockAddFunction::apply(h.contiguous(), r.contiguous());
 }
 
 }  // namespace
@@ -303,10 +400,14 @@ bool HasOnednnKernels() {
 
 TORCH_LIBRARY(flexvid, m) {
   m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("conv3x3_blocked(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("unblock_add(Tensor h, Tensor r) -> Tensor");
   m.def("bmm(Tensor a, Tensor b) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(flexvid, CompositeImplicitAutograd, m) {
   m.impl("conv3x3", &Conv3x3);
+  m.impl("conv3x3_blocked", &Conv3x3Blocked);
+  m.impl("unblock_add", &UnblockAdd);
   m.impl("bmm", &Bmm);
 }
 

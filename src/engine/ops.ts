@@ -325,6 +325,49 @@ function projectEligible(x: Tensor, weight: Tensor, o: ConvOptions, dims: number
   return rep(o.stride, dims, 1).every((e) => e === 1) && rep(o.padding, dims, 0).every((e) => e === 0);
 }
 
+let blockedLayoutEnabled = process.env.FLEXVID_BLOCKED_LAYOUT !== '0';
+
+/**
+ * Whether ResBlocks may keep their convolutions' activations in oneDNN's blocked layout
+ * (`blockedConvChain`; on by default, `FLEXVID_BLOCKED_LAYOUT=0` turns it off). Results differ
+ * from the plain layout by float32 rounding only. Returns the previous setting.
+ */
+export function setBlockedLayout(enabled: boolean): boolean {
+  const prev = blockedLayoutEnabled;
+  blockedLayoutEnabled = enabled;
+  return prev;
+}
+
+/**
+ * Can a chain GroupNorm → 3×3 convolution → GroupNorm → 3×3 convolution on x `[N, C_in, H, W]`
+ * (a U-Net ResBlock, `C_in → C_out` channels) run in oneDNN's blocked layout — the Winograd
+ * kernels' own — so that no convolution reorders its activations? Needs the Winograd convolution
+ * and the fused GroupNorm, float32 CPU without autocast, channel counts that are multiples of 16
+ * and at least 8×8 positions (where Winograd is used at all).
+ * The chain is `groupNormAct(x, …, {layout: 'plain-to-blocked'})` → `conv3x3Blocked` →
+ * `groupNormAct(…, {layout: 'blocked'})` → `conv3x3Blocked` → `unblockAdd(h, residual)`.
+ */
+export function blockedConvChain(x: Tensor, cIn: number, cOut: number): boolean {
+  if (!blockedLayoutEnabled || !winogradEnabled || !fusedNormEnabled || x.device !== 'cpu' || x.dtype !== 'float32' || x.ndim !== 4) return false;
+  if (cIn % 16 !== 0 || cOut % 16 !== 0 || x.shape[2]! < 8 || x.shape[3]! < 8) return false;
+  return !native.isAutocast('cpu');
+}
+
+/**
+ * 3×3, stride-1, padding-1 convolution on blocked activations: x `[N, C/16, H, W, 16]` (channel
+ * c at `[n, c/16, h, w, c%16]`), weight `[O, C, 3, 3]` → `[N, O/16, H, W, 16]`, O a multiple of 16.
+ * oneDNN's Winograd kernels read and write this layout directly (native/winograd.cc); shapes they
+ * do not take are computed by libtorch's convolution between layout changes.
+ */
+export function conv3x3Blocked(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  return call('flexvid::conv3x3_blocked', x, weight, bias ?? null);
+}
+
+/** `r + h` for h blocked `[N, C/16, H, W, 16]` and r plain `[N, C, H, W]` → plain `[N, C, H, W]` (one pass). */
+export function unblockAdd(h: Tensor, r: Tensor): Tensor {
+  return call('flexvid::unblock_add', h, r);
+}
+
 /** 2-D convolution. Shape: x `[N, C, H, W]`, weight `[O, C/groups, kh, kw]`. */
 export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvOptions = {}): Tensor {
   if (winogradEligible(x, weight, o)) return call('flexvid::conv3x3', x, weight, bias ?? null);
@@ -392,6 +435,11 @@ export interface GroupNormActOptions {
   shift?: Tensor | null;
   /** Apply SiLU last. */
   silu?: boolean;
+  /**
+   * Layout of x → y: `plain` (default), `plain-to-blocked` (x `[N, C, H, W]` → y `[N, C/16, H, W, 16]`)
+   * or `blocked` (both blocked). Blocked layouts exist for `conv3x3Blocked`; see `blockedConvChain`.
+   */
+  layout?: 'plain' | 'plain-to-blocked' | 'blocked';
 }
 
 /**
@@ -405,6 +453,10 @@ export interface GroupNormActOptions {
  */
 export function groupNormAct(x: Tensor, groups: number, weight: Tensor, bias: Tensor, eps: number, o: GroupNormActOptions = {}): Tensor {
   const silu = o.silu ?? false;
+  if (o.layout && o.layout !== 'plain') {
+    // only the fused kernel knows the blocked layout (callers check blockedConvChain first)
+    return call('flexvid::group_norm_silu', x, weight, bias, o.scale ?? null, o.shift ?? null, groups, eps, silu, o.layout === 'blocked' ? 2 : 1);
+  }
   const fusable = (t: Tensor | null | undefined) => !t || (t.dtype === x.dtype && t.device === x.device);
   if (fusedNormEnabled && x.device === 'cpu' && (x.dtype === 'float32' || x.dtype === 'float64') && [weight, bias, o.scale, o.shift].every(fusable)) {
     return call('flexvid::group_norm_silu', x, weight, bias, o.scale ?? null, o.shift ?? null, groups, eps, silu);

@@ -3,7 +3,7 @@
  * conditioning and factorized temporal/spatial attention with relative positions. Parameter names
  * equal the reference's state-dict keys (§12), so reference checkpoints load directly.
  */
-import { arange, cat, interpolate, tensor, tidy, zeros, type Tensor } from '../engine/index.ts';
+import { arange, blockedConvChain, cat, conv3x3Blocked, interpolate, tensor, tidy, unblockAdd, zeros, type Tensor } from '../engine/index.ts';
 import { Conv2d, Dropout, GroupNorm, Linear, Module, ModuleList, Sequential, SiLU, type Layer } from '../nn/index.ts';
 import { attentionRates, resolveUNetConfig, type UNetConfig } from './config.ts';
 import { FactorizedAttentionBlock, relativePositionFeatures, relativeTermsOf, type TemporalContext } from './attention.ts';
@@ -54,8 +54,9 @@ export class ResBlock extends Module {
     return tidy(() => {
       // GN → SiLU → conv, with the normalisation and SiLU fused (GroupNorm.forwardAct).
       const [inNorm, , inConv] = this.inLayers.layers as [GroupNorm, SiLU, Conv2d];
-      let h = inConv.forward(inNorm.forwardAct(x, { silu: true }));
       const e = this.embLayers.forward(emb); // [N, 2C|C]
+      if (this.useScaleShiftNorm && blockedConvChain(x, this.cIn, this.cOut)) return this.#forwardBlocked(x, e);
+      let h = inConv.forward(inNorm.forwardAct(x, { silu: true }));
       if (this.useScaleShiftNorm) {
         const [scale, shift] = e.chunk(2, 1) as [Tensor, Tensor];
         h = this.outNorm.forwardAct(h, { scale, shift, silu: true });
@@ -65,6 +66,20 @@ export class ResBlock extends Module {
       h = this.outConv.forward(this.outDropout.forward(h));
       return (this.skip ? this.skip.forward(x) : x).add(h);
     });
+  }
+
+  /**
+   * The same computation with the activations between the two normalisations and convolutions in
+   * oneDNN's blocked layout (`blockedConvChain`): the normalisations write what the Winograd
+   * convolutions read, and the residual addition reads their output — no layout reorders.
+   */
+  #forwardBlocked(x: Tensor, e: Tensor): Tensor {
+    const [inNorm, , inConv] = this.inLayers.layers as [GroupNorm, SiLU, Conv2d];
+    const [scale, shift] = e.chunk(2, 1) as [Tensor, Tensor];
+    let h = conv3x3Blocked(inNorm.forwardAct(x, { silu: true, layout: 'plain-to-blocked' }), inConv.param('weight'), inConv.maybeParam('bias'));
+    h = this.outNorm.forwardAct(h, { scale, shift, silu: true, layout: 'blocked' });
+    h = conv3x3Blocked(this.outDropout.forward(h), this.outConv.param('weight'), this.outConv.maybeParam('bias'));
+    return unblockAdd(h, this.skip ? this.skip.forward(x) : x);
   }
 }
 

@@ -169,7 +169,7 @@ export class GroupNorm extends ParamModule implements Layer {
     return tidy(() => {
       const wide = x.dtype === 'float32' || x.dtype === 'float64' ? x : x.to({ dtype: 'float32', copy: false });
       const cast = (t: Tensor | null | undefined) => (t ? t.to({ dtype: wide.dtype, copy: false }) : null);
-      return groupNormAct(wide, this.numGroups, this.param('weight'), this.param('bias'), this.eps, { scale: cast(o.scale), shift: cast(o.shift), silu: o.silu });
+      return groupNormAct(wide, this.numGroups, this.param('weight'), this.param('bias'), this.eps, { scale: cast(o.scale), shift: cast(o.shift), silu: o.silu, layout: o.layout });
     });
   }
 }
