@@ -75,18 +75,39 @@ void Run(const Product& p, const at::Tensor& src, const at::Tensor& wei, at::Ten
   s.wait();
 }
 
+// y[n, c, :] += b[c] + r[n, c, :] for y, r [N, C, L] contiguous (b or r may be null).
+void AddBiasResidual(at::Tensor& y, const float* b, const float* r) {
+  const int64_t c = y.size(1), l = y.size(2);
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, y.size(0) * c, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      float* yr = yp + row * l;
+      const float bias = b ? b[row % c] : 0.0f;
+      if (r) {
+        const float* rr = r + row * l;
+        for (int64_t i = 0; i < l; ++i) yr[i] += bias + rr[i];
+      } else {
+        for (int64_t i = 0; i < l; ++i) yr[i] += bias;
+      }
+    }
+  });
+}
+
 class ProjectFunction : public torch::autograd::Function<ProjectFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
-                            const at::Tensor& b) {
+                            const at::Tensor& b, const at::Tensor& r) {
     const int64_t n = x.size(0), cin = x.size(1), l = x.size(2), cout = w.size(0);
-    const bool has_bias = b.numel() > 0;
+    const bool has_bias = b.numel() > 0, has_residual = r.numel() > 0;
     at::Tensor y = at::empty({n, cout, l}, x.options());
-    // (oneDNN's brgemm matmul takes a bias along the columns only; per-row here, so added after)
     Run(GetProduct(kForward, n, cin, cout, l), w, x, y);
-    if (has_bias) y.add_(b.view({1, cout, 1}));
+    // oneDNN's brgemm matmul takes a bias along the columns only (ours is per row), and its binary
+    // post-ops measured no faster than this pass: bias and residual in one sweep over y.
+    if (has_bias || has_residual) AddBiasResidual(y, has_bias ? b.data_ptr<float>() : nullptr,
+                                                  has_residual ? r.data_ptr<float>() : nullptr);
     ctx->save_for_backward({x, w});
     ctx->saved_data["bias"] = has_bias;
+    ctx->saved_data["residual"] = has_residual;
     return y;
   }
 
@@ -108,14 +129,18 @@ class ProjectFunction : public torch::autograd::Function<ProjectFunction> {
       gw = per.sum(0);
     }
     if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) gb = gy.sum(at::IntArrayRef{0, 2});
-    return {gx, gw, gb};
+    at::Tensor gr;
+    if (ctx->saved_data["residual"].toBool() && ctx->needs_input_grad(3)) gr = gy;
+    return {gx, gw, gb, gr};
   }
 };
 
 }  // namespace
 
-// x [N, Cin, L], weight [Cout, Cin], bias [Cout] or none → [N, Cout, L] (float32 CPU).
-at::Tensor Project(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+// x [N, Cin, L], weight [Cout, Cin], bias [Cout] or none, residual [N, Cout, L] or none
+// → W·x + b + residual, [N, Cout, L] (float32 CPU).
+at::Tensor Project(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                   const c10::optional<at::Tensor>& residual) {
   TORCH_CHECK(x.dim() == 3 && weight.dim() == 2 && weight.size(1) == x.size(1),
               "flexvid::project: expected x [N, Cin, L] and weight [Cout, Cin], got ", x.sizes(), " and ",
               weight.sizes());
@@ -125,10 +150,16 @@ at::Tensor Project(const at::Tensor& x, const at::Tensor& weight, const c10::opt
   at::Tensor b = bias && bias->defined() ? bias->contiguous() : at::empty({0}, x.options());
   TORCH_CHECK(b.numel() == 0 || (b.numel() == weight.size(0) && b.scalar_type() == at::kFloat),
               "flexvid::project: bias needs ", weight.size(0), " float32 elements");
-  return ProjectFunction::apply(x.contiguous(), weight.contiguous(), b);
+  at::Tensor r = residual && residual->defined() ? residual->contiguous() : at::empty({0}, x.options());
+  TORCH_CHECK(r.numel() == 0 || (r.sizes() == at::IntArrayRef{x.size(0), weight.size(0), x.size(2)} && r.scalar_type() == at::kFloat),
+              "flexvid::project: residual must be float32 [", x.size(0), ", ", weight.size(0), ", ", x.size(2), "], got ",
+              r.sizes());
+  return ProjectFunction::apply(x.contiguous(), weight.contiguous(), b, r);
 }
 
-TORCH_LIBRARY_FRAGMENT(flexvid, m) { m.def("project(Tensor x, Tensor weight, Tensor? bias) -> Tensor"); }
+TORCH_LIBRARY_FRAGMENT(flexvid, m) {
+  m.def("project(Tensor x, Tensor weight, Tensor? bias, Tensor? residual=None) -> Tensor");
+}
 TORCH_LIBRARY_IMPL(flexvid, CompositeImplicitAutograd, m) { m.impl("project", &Project); }
 
 }  // namespace flexvid

@@ -281,6 +281,21 @@ export function conv1d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvO
   return call('conv1d', x, weight, bias ?? null, rep(o.stride, 1, 1), rep(o.padding, 1, 0), rep(o.dilation, 1, 1), o.groups ?? 1);
 }
 
+/**
+ * `conv1d(x, weight, bias) + residual` for a 1×1 convolution: x `[N, C, L]`, weight `[O, C, 1]`,
+ * residual `[N, O, L]` → `[N, O, L]`. Where `flexvid::project` runs, bias and residual are added
+ * in one pass over the product (an attention block's output projection and its skip).
+ */
+export function conv1x1Add(x: Tensor, weight: Tensor, bias: Tensor | null | undefined, residual: Tensor): Tensor {
+  if (projectEligible(x, weight, {}, 1) && residual.dtype === 'float32') {
+    const w = weight.view([weight.shape[0]!, weight.shape[1]!]);
+    const y = call('flexvid::project', x, w, bias ?? null, residual);
+    w.dispose();
+    return y;
+  }
+  return tidy(() => conv1d(x, weight, bias).add(residual));
+}
+
 let winogradEnabled = hasOnednn && process.env.FLEXVID_WINOGRAD !== '0';
 
 /**
@@ -552,9 +567,12 @@ export function layerNorm(x: Tensor, normalizedShape: Shape, weight?: Tensor | n
   return call('layer_norm', x, normalizedShape, weight ?? null, bias ?? null, eps, true);
 }
 
-/** Dropout with probability p when `train` (uses the global generator; pass p = 0 to disable). */
+/**
+ * Dropout with probability p when `train` (uses the global generator). Outside training or with
+ * p = 0 it is the identity and returns a view of x (no copy), as PyTorch returns x itself.
+ */
 export function dropout(x: Tensor, p: number, train: boolean): Tensor {
-  if (!train || p === 0) return x.clone();
+  if (!train || p === 0) return x.alias();
   return call('dropout', x, p, train);
 }
 

@@ -282,6 +282,11 @@ export class Tensor {
     return this.to({ dtype: 'bfloat16' });
   }
 
+  /** A new handle on the same storage and strides (a view, like `view(shape)`): no copy. */
+  alias(): Tensor {
+    return call('alias', this);
+  }
+
   clone(memoryFormat: MemoryFormatName = 'preserve'): Tensor {
     return call('clone', this, MemoryFormat[memoryFormat]);
   }

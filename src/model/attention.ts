@@ -11,7 +11,7 @@
  * the H·W positions — large GEMMs instead of many tiny per-position products, and the
  * `[B, T, T, C]` RPE tensors are never broadcast over positions.
  */
-import { batchedMatmul, cat, conv1d, fusableAttention, fusedChannelAttention, fusedTemporalAttention, groupNormFrames, keep, linear, stack, tidy, type Tensor } from '../engine/index.ts';
+import { batchedMatmul, cat, conv1d, conv1x1Add, fusableAttention, fusedChannelAttention, fusedTemporalAttention, groupNormFrames, keep, linear, stack, tidy, type Tensor } from '../engine/index.ts';
 import { Linear, Module, GroupNorm } from '../nn/index.ts';
 
 /**
@@ -138,6 +138,12 @@ class AttentionLayer extends Module {
     return conv1d(x, w.view([w.size(0), w.size(1), 1]), layer.param('bias'));
   }
 
+  /** The output projection plus the residual r `[N, C, L]` (one pass where fused). */
+  #projectOut(o: Tensor, r: Tensor): Tensor {
+    const w = this.projOut.param('weight');
+    return conv1x1Add(o, w.view([w.size(0), w.size(1), 1]), this.projOut.param('bias'), r);
+  }
+
   /**
    * Spatial attention. Shape: h `[N, C, H, W]` → `[N, C, H, W]`; attends over the H·W positions
    * of each of the N frames, no mask, no RPE.
@@ -152,7 +158,7 @@ class AttentionLayer extends Module {
       const qkvRows = this.#project(xn, this.qkv); // [N, 3C, L], channel = part·C + head·d + e
       // One fused operator where built (attention matrices stay in cache, q/k/v read in place).
       const fused = fusedChannelAttention(qkvRows, nh, 1 / Math.sqrt(d));
-      if (fused) return this.#project(fused, this.projOut).add(xn).view([N, C, H, W]); // residual on GN(x)
+      if (fused) return this.#projectOut(fused, xn).view([N, C, H, W]); // residual on GN(x)
       const qkv = qkvRows.view([N, 3, nh, d, L]);
       // unbind, not three selects: its backward stacks the three gradients into one tensor, where
       // each select's backward fills a zero tensor of qkv's full size and the three are summed.
@@ -163,7 +169,7 @@ class AttentionLayer extends Module {
       const v = vs.transpose(2, 3).reshape([N * nh, L, d]);
       const attn = softmax32(batchedMatmul(q, k)); // [N·nh, L(query), L(key)]
       const o = batchedMatmul(attn, v).view([N, nh, L, d]).transpose(2, 3).reshape([N, C, L]);
-      const y = this.#project(o, this.projOut).add(xn); // residual on GN(x)
+      const y = this.#projectOut(o, xn); // residual on GN(x)
       return y.view([N, C, H, W]);
     });
   }
@@ -197,7 +203,7 @@ class AttentionLayer extends Module {
         const xnF = groupNormFrames(h.reshape([B, T, C, P]), this.norm.numGroups, this.norm.param('weight'), this.norm.param('bias'), this.norm.eps).view([B * T, C, P]);
         const qkvF = this.#project(xnF, this.qkv); // [B·T, 3C, P]
         const o = fusedTemporalAttention(qkvF, this.relativeTerms(ctx), ctx.maskBias?.reshape([B, T, T]) ?? null, B, nh, scale);
-        if (o) return this.#project(o, this.projOut).add(xnF).view([B * T, C, H, W]); // residual on GN(x)
+        if (o) return this.#projectOut(o, xnF).view([B * T, C, H, W]); // residual on GN(x)
       }
       // rows (b, p) of sequences over t, channel-major: [B·P, C, T]
       const x = h.reshape([B, T, C, P]).permute([0, 3, 2, 1]).reshape([B * P, C, T]);
@@ -244,7 +250,7 @@ class AttentionLayer extends Module {
       }
       // merge heads → [B·P, C, T] (channel = h·d + e), project, residual on the normalised input
       const merged = o.permute([0, 2, 1, 4, 3]).reshape([B * P, C, T]);
-      const y = this.#project(merged, this.projOut).add(xn);
+      const y = this.#projectOut(merged, xn);
       return y.view([B, P, C, T]).permute([0, 3, 2, 1]).reshape([B * T, C, H, W]);
     });
   }

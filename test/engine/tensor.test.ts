@@ -290,6 +290,11 @@ test('dropout: zero with probability p, scaled by 1/(1−p); identity when not t
     }
     assert.ok(Math.abs(zeros / vals.length - 0.25) < 0.02, `zero fraction ${zeros / vals.length}`);
     assert.deepEqual(E.dropout(E.ones([3]), 0.5, false).toArray(), [1, 1, 1]);
+    // the identity shares storage (no copy), as PyTorch returns the input itself
+    const src = E.ones([3]);
+    const same = E.dropout(src, 0, true);
+    src.mul_(2);
+    assert.deepEqual(same.toArray(), [2, 2, 2]);
   });
 });
 

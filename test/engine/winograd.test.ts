@@ -241,26 +241,29 @@ test('batchedMatmul through oneDNN matmul: transposed-view operands, values and 
   });
 });
 
-test('1×1 convolutions (conv1d and conv2d) through flexvid::project: values and gradients against float64 loops', { skip: skipWhy }, () => {
+test('1×1 convolutions (conv1d, conv2d, conv1x1Add) through flexvid::project: values and gradients against float64 loops', { skip: skipWhy }, () => {
   E.tidy(() => {
     const g = new E.Generator(31);
     const [N, C, O, H, W] = [3, 5, 7, 6, 6]; // 36 positions
     for (const withBias of [true, false])
-      for (const dims of [1, 2]) {
+      for (const dims of [1, 2, 'residual'] as const) {
         const x = (dims === 2 ? E.randn([N, C, H, W], g) : E.randn([N, C, H * W], g)).requiresGrad_();
         const w = (dims === 2 ? E.randn([O, C, 1, 1], g) : E.randn([O, C, 1], g)).requiresGrad_();
         const b = withBias ? E.randn([O], g).requiresGrad_() : null;
+        const r = dims === 'residual' ? E.randn([N, O, H * W], g).requiresGrad_() : null;
         const gy = E.randn(dims === 2 ? [N, O, H, W] : [N, O, H * W], g);
         let y: E.Tensor | undefined;
         const ops = E.profile(() => {
-          y = dims === 2 ? E.conv2d(x, w, b) : E.conv1d(x, w, b);
+          y = dims === 2 ? E.conv2d(x, w, b) : r ? E.conv1x1Add(x, w, b, r) : E.conv1d(x, w, b);
           y.mul(gy).sum().backward();
         }).rows.map((r) => r.name);
+        if (r) assert.ok(!ops.includes('aten::add') && !ops.includes('aten::add_'), `the residual is added inside flexvid::project, ran ${ops.join(', ')}`);
         assert.ok(ops.includes('flexvid::project'), `expected flexvid::project, ran ${ops.filter((n) => /conv|project|mm/.test(n)).join(', ')}`);
         const X = x.detach().toFloat64Array();
         const Wt = w.detach().toFloat64Array();
         const Bv = b ? b.detach().toFloat64Array() : new Float64Array(O);
         const G = gy.toFloat64Array();
+        const R = r ? r.detach().toFloat64Array() : null;
         const L = H * W;
         const want = new Float64Array(N * O * L);
         const gx = new Float64Array(X.length);
@@ -269,7 +272,7 @@ test('1×1 convolutions (conv1d and conv2d) through flexvid::project: values and
         for (let n = 0; n < N; n++)
           for (let o = 0; o < O; o++)
             for (let l = 0; l < L; l++) {
-              let s = Bv[o]!;
+              let s = Bv[o]! + (R ? R[(n * O + o) * L + l]! : 0);
               for (let c = 0; c < C; c++) s += Wt[o * C + c]! * X[(n * C + c) * L + l]!;
               want[(n * O + o) * L + l] = s;
               const gv = G[(n * O + o) * L + l]!;
@@ -287,6 +290,7 @@ test('1×1 convolutions (conv1d and conv2d) through flexvid::project: values and
         close(x.grad!.toFloat64Array(), gx, 'dx');
         close(w.grad!.toFloat64Array(), gw, 'dw');
         if (b) close(b.grad!.toFloat64Array(), gb, 'db');
+        if (r) close(r.grad!.toFloat64Array(), G, 'dr');
       }
   });
 });
