@@ -13,6 +13,8 @@
  *                                          the reference implementation's operation order; equal results)
  *        [--same-work]                    (do exactly the reference's work: every frame through the whole
  *                                          U-Net and the Heun sampler's discarded warm-up call)
+ *        [--videos N]                     (videos per sampling stage, default 1; `flexvid sample` and the
+ *                                          reference's sampling script batch 8)
  */
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,13 +43,13 @@ interface Bench {
 }
 
 /** `sameWork`: the reference's exact work — every frame to the end, and the Heun sampler's discarded warm-up call. */
-function setup(caseName: string, amp: 'off' | 'bf16', sameWork: boolean): Bench {
+function setup(caseName: string, amp: 'off' | 'bf16', sameWork: boolean, videos: number): Bench {
   const [name, kind] = caseName.split('-') as ['balls' | 'maze', 'train' | 'sample'];
   const c = CONFIGS[name];
   setInitSeed(0);
   const model = new UNetVideoModel({ imageSize: c.imageSize, modelChannels: c.modelChannels, numResBlocks: c.numResBlocks });
   const diffusion = new GaussianDiffusion();
-  const B = kind === 'train' ? c.B : 1;
+  const B = kind === 'train' ? c.B : videos;
   const g = new E.Generator(0);
   const keepT = (t: E.Tensor) => E.keep(t);
   const x0 = keepT(E.randn([B, c.T, 3, c.imageSize, c.imageSize], g));
@@ -111,18 +113,20 @@ export async function run(args: string[]): Promise<void> {
   const threads = Number(flag(args, 'threads', '2'));
   const amp = flag(args, 'amp', 'off');
   if (amp !== 'off' && amp !== 'bf16') throw new Error(`--amp: expected off or bf16, got ${amp}`);
+  const videos = Number(flag(args, 'videos', '1'));
+  if (!Number.isInteger(videos) || videos < 1) throw new Error(`--videos: expected a positive integer, got ${flag(args, 'videos', '1')}`);
   const peerLayout = flag(args, 'peer-layout', 'spec');
   if (peerLayout !== 'spec' && peerLayout !== 'reference') throw new Error(`--peer-layout: expected spec or reference, got ${peerLayout}`);
   E.setNumThreads(threads);
   const python = args.includes('--no-pytorch') ? null : findPython();
   // The reference's stage: one model call per Heun step plus its discarded warm-up call.
   const referenceCalls = planHeun(new GaussianDiffusion().schedule.alphasCumprod, parseSampler(DEFAULT_SAMPLER) as HeunSamplerArgs).steps.length + 1;
-  const peerArgs = ['--amp', amp, '--layout', peerLayout, '--sample-calls', String(referenceCalls)];
+  const peerArgs = ['--amp', amp, '--layout', peerLayout, '--sample-calls', String(referenceCalls), '--videos', String(videos)];
   const peer = python ? new Peer(python, path.join(here, 'pytorch', 'model_peer.py'), threads, peerArgs) : null;
   const torchInfo = peer ? await peer.next() : null;
   const rows: { case: string; ms: number; gflops: number; pct_peak: number; pytorch_ms?: number; ratio_vs_pytorch?: number }[] = [];
   for (const name of cases) {
-    const b = setup(name, amp, args.includes('--same-work'));
+    const b = setup(name, amp, args.includes('--same-work'), videos);
     if (peer) await peer.request({ cmd: 'setup', case: name });
     // Warm-up: the first steps grow the heap to its working size (page faults) on both sides.
     for (let w = 0; w < warmup; w++) b.step();
@@ -149,7 +153,7 @@ export async function run(args: string[]): Promise<void> {
     b.dispose();
     const ms = median(ours);
     const gflops = b.flops / 1e6 / ms;
-    const row: (typeof rows)[number] = { case: `${name}${amp === 'off' ? '' : `-${amp}`}${args.includes('--same-work') ? '-same-work' : ''}`, ms: Math.round(ms), gflops: Number(gflops.toFixed(1)), pct_peak: Number(((100 * gflops) / (PEAK_GFLOPS_PER_CORE * threads)).toFixed(1)) };
+    const row: (typeof rows)[number] = { case: `${name}${name.endsWith('-sample') && videos !== 1 ? `-x${videos}` : ''}${amp === 'off' ? '' : `-${amp}`}${args.includes('--same-work') ? '-same-work' : ''}`, ms: Math.round(ms), gflops: Number(gflops.toFixed(1)), pct_peak: Number(((100 * gflops) / (PEAK_GFLOPS_PER_CORE * threads)).toFixed(1)) };
     if (peer) {
       row.pytorch_ms = Math.round(median(theirs));
       row.ratio_vs_pytorch = Number(median(ratios).toFixed(3));
@@ -159,9 +163,9 @@ export async function run(args: string[]): Promise<void> {
   }
   peer?.close();
   console.log(`model benchmark — ${threads} thread(s)${amp === 'off' ? '' : `, ${amp} autocast`}, libtorch ${E.torchVersion()}${torchInfo ? `, PyTorch peer ${torchInfo.torch} (${peerLayout} attention layout)` : ', no PyTorch peer'}`);
-  console.log(`${'case'.padEnd(14)} ${'ms'.padStart(8)} ${'GFLOP/s'.padStart(8)} ${'% peak'.padStart(7)} ${'PyTorch ms'.padStart(11)} ${'ratio'.padStart(6)}`);
+  console.log(`${'case'.padEnd(18)} ${'ms'.padStart(8)} ${'GFLOP/s'.padStart(8)} ${'% peak'.padStart(7)} ${'PyTorch ms'.padStart(11)} ${'ratio'.padStart(6)}`);
   for (const r of rows) {
-    console.log(`${r.case.padEnd(14)} ${String(r.ms).padStart(8)} ${String(r.gflops).padStart(8)} ${String(r.pct_peak).padStart(7)} ${String(r.pytorch_ms ?? '-').padStart(11)} ${String(r.ratio_vs_pytorch ?? '-').padStart(6)}`);
+    console.log(`${r.case.padEnd(18)} ${String(r.ms).padStart(8)} ${String(r.gflops).padStart(8)} ${String(r.pct_peak).padStart(7)} ${String(r.pytorch_ms ?? '-').padStart(11)} ${String(r.ratio_vs_pytorch ?? '-').padStart(6)}`);
   }
   console.log(JSON.stringify({ bench: 'model', threads, results: rows }));
 }

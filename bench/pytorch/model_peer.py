@@ -21,12 +21,12 @@ def alphas_cumprod(n=1000):
     return torch.cumprod(1 - betas, 0)
 
 
-def setup(case, sample_calls, amp="off", layout="spec"):
+def setup(case, sample_calls, amp="off", layout="spec", videos=1):
     name, kind = case.split("-")
     c = CONFIGS[name]
     torch.manual_seed(0)
     m = UNetVideo(image_size=c["image_size"], mc=c["mc"], num_res_blocks=c["num_res_blocks"], layout=layout)
-    B, T, S = (c["B"] if kind == "train" else 1), c["T"], c["image_size"]
+    B, T, S = (c["B"] if kind == "train" else videos), c["T"], c["image_size"]
     x0 = torch.randn(B, T, 3, S, S)
     obs = torch.zeros(B, T)
     obs[:, : c["n_obs"]] = 1
@@ -74,6 +74,7 @@ if __name__ == "__main__":
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--amp", choices=["off", "bf16"], default="off")
     ap.add_argument("--layout", choices=["spec", "reference"], default="spec")
+    ap.add_argument("--videos", type=int, default=1)  # videos per sampling stage
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    serve(a.threads, lambda case: setup(case, a.sample_calls, a.amp, a.layout))
+    serve(a.threads, lambda case: setup(case, a.sample_calls, a.amp, a.layout, a.videos))
