@@ -15,6 +15,8 @@
  *                                          U-Net and the Heun sampler's discarded warm-up call)
  *        [--videos N]                     (videos per sampling stage, default 1; `flexvid sample` and the
  *                                          reference's sampling script batch 8)
+ *        [--peer-malloc flexvid|default]  (the peer's glibc allocator: flexvid's settings (default; see
+ *                                          FLEXVID_MALLOC_ENV — its fastest, steadiest timing) or glibc's own)
  */
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,7 +28,7 @@ import { GaussianDiffusion } from '../src/diffusion/gaussian-diffusion.ts';
 import { sampleHeun } from '../src/diffusion/samplers.ts';
 import { parseSampler, DEFAULT_SAMPLER, type HeunSamplerArgs } from '../src/diffusion/sampler-args.ts';
 import { planHeun } from '../src/diffusion/heun-plan.ts';
-import { findPython, median, Peer } from './lib/peer.ts';
+import { FLEXVID_MALLOC_ENV, findPython, median, Peer } from './lib/peer.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PEAK_GFLOPS_PER_CORE = 190; // 2 AVX-512 FMA units × 16 fp32 lanes × 2 × ~3 GHz (issue 4's figure: ≈380 for 2 cores)
@@ -117,12 +119,14 @@ export async function run(args: string[]): Promise<void> {
   if (!Number.isInteger(videos) || videos < 1) throw new Error(`--videos: expected a positive integer, got ${flag(args, 'videos', '1')}`);
   const peerLayout = flag(args, 'peer-layout', 'spec');
   if (peerLayout !== 'spec' && peerLayout !== 'reference') throw new Error(`--peer-layout: expected spec or reference, got ${peerLayout}`);
+  const peerMalloc = flag(args, 'peer-malloc', 'flexvid');
+  if (peerMalloc !== 'flexvid' && peerMalloc !== 'default') throw new Error(`--peer-malloc: expected flexvid or default, got ${peerMalloc}`);
   E.setNumThreads(threads);
   const python = args.includes('--no-pytorch') ? null : findPython();
   // The reference's stage: one model call per Heun step plus its discarded warm-up call.
   const referenceCalls = planHeun(new GaussianDiffusion().schedule.alphasCumprod, parseSampler(DEFAULT_SAMPLER) as HeunSamplerArgs).steps.length + 1;
   const peerArgs = ['--amp', amp, '--layout', peerLayout, '--sample-calls', String(referenceCalls), '--videos', String(videos)];
-  const peer = python ? new Peer(python, path.join(here, 'pytorch', 'model_peer.py'), threads, peerArgs) : null;
+  const peer = python ? new Peer(python, path.join(here, 'pytorch', 'model_peer.py'), threads, peerArgs, peerMalloc === 'flexvid' ? FLEXVID_MALLOC_ENV : {}) : null;
   const torchInfo = peer ? await peer.next() : null;
   const rows: { case: string; ms: number; gflops: number; pct_peak: number; pytorch_ms?: number; ratio_vs_pytorch?: number }[] = [];
   for (const name of cases) {
@@ -162,7 +166,7 @@ export async function run(args: string[]): Promise<void> {
     process.stderr.write(`${name}: ${row.ms} ms${peer ? ` (PyTorch ${row.pytorch_ms} ms, ratio ${row.ratio_vs_pytorch})` : ''}\n`);
   }
   peer?.close();
-  console.log(`model benchmark — ${threads} thread(s)${amp === 'off' ? '' : `, ${amp} autocast`}, libtorch ${E.torchVersion()}${torchInfo ? `, PyTorch peer ${torchInfo.torch} (${peerLayout} attention layout)` : ', no PyTorch peer'}`);
+  console.log(`model benchmark — ${threads} thread(s)${amp === 'off' ? '' : `, ${amp} autocast`}, libtorch ${E.torchVersion()}${torchInfo ? `, PyTorch peer ${torchInfo.torch} (${peerLayout} attention layout, ${peerMalloc === 'flexvid' ? "flexvid's allocator settings" : "glibc's default allocator"})` : ', no PyTorch peer'}`);
   console.log(`${'case'.padEnd(18)} ${'ms'.padStart(8)} ${'GFLOP/s'.padStart(8)} ${'% peak'.padStart(7)} ${'PyTorch ms'.padStart(11)} ${'ratio'.padStart(6)}`);
   for (const r of rows) {
     console.log(`${r.case.padEnd(18)} ${String(r.ms).padStart(8)} ${String(r.gflops).padStart(8)} ${String(r.pct_peak).padStart(7)} ${String(r.pytorch_ms ?? '-').padStart(11)} ${String(r.ratio_vs_pytorch ?? '-').padStart(6)}`);

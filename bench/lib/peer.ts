@@ -21,6 +21,19 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/**
+ * glibc's allocator settings that the addon applies to flexvid's own process (native/flexvid.cc:
+ * freed memory is kept for reuse), as environment variables for a peer process. Without them a
+ * PyTorch process's speed depends on glibc's dynamic mmap threshold: on the Balls sampling stage
+ * the same peer took 7.9–8.8 s per stage with them and 18–20 s without (1.1M page faults and 9 s
+ * of system time per stage) on the same machine in the same hour.
+ */
+export const FLEXVID_MALLOC_ENV: Record<string, string> = {
+  MALLOC_MMAP_THRESHOLD_: String(256 << 20),
+  MALLOC_TRIM_THRESHOLD_: String(1 << 30),
+  MALLOC_TOP_PAD_: String(64 << 20),
+};
+
 export class Peer {
   readonly #proc: ChildProcessWithoutNullStreams;
   readonly #lines: string[] = [];
@@ -28,9 +41,10 @@ export class Peer {
   #stderr = '';
   #closed = false;
 
-  constructor(python: string, script: string, threads: number, extraArgs: string[] = []) {
+  /** `env`: extra environment for the peer process (e.g. {@link FLEXVID_MALLOC_ENV}). */
+  constructor(python: string, script: string, threads: number, extraArgs: string[] = [], env: Record<string, string> = {}) {
     this.#proc = spawn(python, [script, '--serve', '--threads', String(threads), ...extraArgs], {
-      env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) },
+      env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads), ...env },
     });
     let buf = '';
     this.#proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {

@@ -120,9 +120,9 @@ export class EmbeddingTerms {
     return new EmbeddingTerms(all, columns);
   }
 
-  /** The same terms for the rows in `index` (int64 `[N']`). */
-  rows(index: Tensor): EmbeddingTerms {
-    return new EmbeddingTerms(this.all.indexSelect(0, index), this.columns);
+  /** The same terms for the rows in `index` (int64 `[N']`); `span`: those rows are start…start+length−1 (a view then). */
+  rows(index: Tensor, span?: { start: number; length: number }): EmbeddingTerms {
+    return new EmbeddingTerms(span ? this.all.narrow(0, span.start, span.length) : this.all.indexSelect(0, index), this.columns);
   }
 
   /** Block b's emb_layers output `[N, 2C|C]` (a view), or undefined for a block not included. */
@@ -330,9 +330,10 @@ export class UNetVideoModel extends Module {
   /**
    * Indices (int64 `[N']`, into the B·T flattened frames) of the frames to carry past the last
    * temporal attention, or null to carry all of them (no mask, every frame read, or none read —
-   * then the full pass keeps every parameter in the graph).
+   * then the full pass keeps every parameter in the graph). `span`: the indices are one
+   * contiguous run (e.g. one video's latent frames), so the cut can be a view instead of a copy.
    */
-  #framesToKeep(outputMask: Tensor | undefined, B: number, T: number): Tensor | null {
+  #framesToKeep(outputMask: Tensor | undefined, B: number, T: number): { index: Tensor; span: { start: number; length: number } | null } | null {
     if (!outputMask || !this.#lastTemporal) return null;
     const m = outputMask.reshape([B * T]).toFloat32Array();
     const keep: number[] = [];
@@ -340,7 +341,11 @@ export class UNetVideoModel extends Module {
       if (v !== 0) keep.push(i);
     });
     if (keep.length === 0 || keep.length === B * T) return null;
-    return tensor(Int32Array.from(keep), { dtype: 'int64', device: outputMask.device });
+    const contiguous = keep[keep.length - 1]! - keep[0]! === keep.length - 1;
+    return {
+      index: tensor(Int32Array.from(keep), { dtype: 'int64', device: outputMask.device }),
+      span: contiguous ? { start: keep[0]!, length: keep.length } : null,
+    };
   }
 
   /** Forward pass (§4.1). Returns `[B, T, C_out, H, W]`. */
@@ -368,12 +373,16 @@ export class UNetVideoModel extends Module {
       const ctx: TemporalContext = { B, T, phi, emb: embVideo, maskBias, terms };
 
       // After the last temporal attention only the frames in `keep` are carried on (outputMask).
-      const keep = this.#framesToKeep(inp.outputMask, B, T);
+      const kept = this.#framesToKeep(inp.outputMask, B, T);
+      const keep = kept?.index ?? null;
       // Every ResBlock's emb_layers output at once; made here, like the narrowed copies, because
       // they outlive the block that cuts.
       let embTerms = EmbeddingTerms.of(this.#resBlocks, emb);
-      const embKept = keep ? emb.indexSelect(0, keep) : null;
-      const termsKept = keep ? embTerms.rows(keep) : null;
+      // A contiguous run of frames (one video) is cut as a view instead of a copy.
+      const span = kept?.span ?? null;
+      const pick = (t: Tensor): Tensor => (span ? t.narrow(0, span.start, span.length) : t.indexSelect(0, keep!));
+      const embKept = keep ? pick(emb) : null;
+      const termsKept = keep ? embTerms.rows(keep, span ?? undefined) : null;
       let narrowed = false;
       let e = emb;
       const cutAt = keep ? this.#lastTemporal : null;
@@ -381,7 +390,7 @@ export class UNetVideoModel extends Module {
         narrowed = true;
         e = embKept!;
         embTerms = termsKept!;
-        return { h: h.indexSelect(0, keep!), emb: e, embTerms };
+        return { h: pick(h), emb: e, embTerms };
       };
       const run = (block: UNetBlock, index: number, x: Tensor): Tensor =>
         block.forward(x, e, ctx, cutAt?.block === index ? { layer: cutAt.layer, apply: cut } : undefined, embTerms);
@@ -397,7 +406,7 @@ export class UNetVideoModel extends Module {
       h = run(this.middleBlock, index++, h);
       for (const block of this.outputBlocks.items) {
         const s = skips.pop()!;
-        h = run(block, index++, cat([h, narrowed && !s.narrowed ? s.h.indexSelect(0, keep!) : s.h], 1));
+        h = run(block, index++, cat([h, narrowed && !s.narrowed ? pick(s.h) : s.h], 1));
       }
       // Under autocast the last convolution runs in bf16/fp16; losses and samplers see the input's type.
       const [outNorm, , outConv] = this.out.layers as [GroupNorm, SiLU, Conv2d];
