@@ -85,6 +85,51 @@ interface UpdateConstants {
 const FOREACH_OPS = ['_foreach_mul_.Scalar', '_foreach_add_.List', '_foreach_addcmul_.Scalar', '_foreach_sqrt', '_foreach_div_.Scalar', '_foreach_add_.Scalar', '_foreach_addcdiv_.Scalar'];
 const useForeach = FOREACH_OPS.every(hasOperator);
 
+// native/optim.cc: the whole update in one pass over memory, same arithmetic element by element.
+const hasFusedAdamW = hasOperator('flexvid::adamw_');
+let fusedAdamWOn = process.env.FLEXVID_FUSED_ADAMW !== '0';
+
+/**
+ * Whether AdamW may run its update as one native pass (`flexvid::adamw_`: each element of p, g, m,
+ * v read and written once, ≈ 3× less memory traffic and one operator call instead of nine per
+ * parameter) where the parameters are contiguous float32/float64 CPU tensors. The results are
+ * bit-identical to the per-operator path. On by default; `FLEXVID_FUSED_ADAMW=0` turns it off.
+ * Returns the previous setting.
+ */
+export function setFusedAdamW(enabled: boolean): boolean {
+  const prev = fusedAdamWOn;
+  fusedAdamWOn = enabled;
+  return prev;
+}
+
+type UpdateItem = { p: Tensor; g: Tensor; st: ParamState };
+
+/** Can `flexvid::adamw_` update this group (one floating CPU dtype, everything contiguous)? */
+function fusedEligible(group: UpdateItem[]): boolean {
+  if (!hasFusedAdamW || !fusedAdamWOn || group.length === 0) return false;
+  const dtype = group[0]!.p.dtype;
+  if (dtype !== 'float32' && dtype !== 'float64') return false;
+  return group.every(({ p, g, st }) =>
+    [p, g, st.expAvg, st.expAvgSq].every((t) => t.device === 'cpu' && t.dtype === dtype && t.isContiguous()),
+  );
+}
+
+/** A group of parameters in one native call, the same arithmetic as {@link updateOne}. */
+function updateFused(group: UpdateItem[], c: UpdateConstants): void {
+  aten.callRaw('flexvid::adamw_', [
+    group.map((x) => x.p),
+    group.map((x) => x.g),
+    group.map((x) => x.st.expAvg),
+    group.map((x) => x.st.expAvgSq),
+    c.decay,
+    c.beta1,
+    c.beta2,
+    c.bc2Sqrt,
+    c.eps,
+    c.stepSize,
+  ]);
+}
+
 /** One parameter, in PyTorch's single-tensor order of operations. */
 function updateOne({ p, g, st }: { p: Tensor; g: Tensor; st: ParamState }, c: UpdateConstants): void {
   if (c.decay !== 1) p.mul_(c.decay);
@@ -193,7 +238,8 @@ export class AdamW {
           const biasCorrection2 = 1 - beta2 ** step;
           const stepSize = lr / biasCorrection1;
           const c = { decay, beta1, beta2, bc2Sqrt: Math.sqrt(biasCorrection2), eps: this.eps, stepSize };
-          if (useForeach) updateForeach(group, c);
+          if (fusedEligible(group)) updateFused(group, c);
+          else if (useForeach) updateForeach(group, c);
           else for (const item of group) updateOne(item, c);
         }
       });
