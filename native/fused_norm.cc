@@ -397,6 +397,7 @@ FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, bool bl
       for (int l = 0; l < 16; ++l) {
         const F16 xv = LoadF16(x + row0 + l * S + s0);
         const F16 dz = DzF16(a[blk * 16 + l] * xv + b[blk * 16 + l], gt[l], silu);
+        if (gx) StoreF16(gx + row0 + l * S + s0, dz);
         s1[l] += dz;
         s2[l] += dz * xv;
       }
@@ -412,6 +413,7 @@ FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, bool bl
           const float sg = Sigmoid(z);
           dz = g * sg * (1.0f + z * (1.0f - sg));
         }
+        if (gx) gx[d.Plain(nn, c, ss)] = dz;
         acc[blk * 16 + l] += dz, acc[ci + blk * 16 + l] += dz * xv;
       }
   }
@@ -425,7 +427,9 @@ FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, bool bl
         const F16 dz = DzF16(av * t[i] + bv, gt[i], silu);
         s1 += dz;
         s2 += dz * t[i];
+        gt[i] = dz;
       }
+      if (gx) StoreTile(gx, true, d, nn, cb0 + blk, s0, gt);
       for (int l = 0; l < 16; ++l) acc[blk * 16 + l] += s1[l], acc[ci + blk * 16 + l] += s2[l];
     }
     for (int64_t ss = S16; ss < S; ++ss)
@@ -438,6 +442,7 @@ FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, bool bl
           const float sg = Sigmoid(z);
           dz = g * sg * (1.0f + z * (1.0f - sg));
         }
+        if (gx) gx[d.Blocked(nn, c, ss)] = dz;
         acc[blk * 16 + l] += dz, acc[ci + blk * 16 + l] += dz * xv;
       }
   }
@@ -459,40 +464,31 @@ FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, bool bl
     }
   }
   if (!gx) return;
-  // pass 2: gx = p·dz + q·x + r
+  // pass 2: gx = p·dz + q·x + r, with dz where pass 1 left it in gx (this item's slice of gx and x
+  // are still in cache; re-reading dz costs less than recomputing the SiLU's exp and division).
   for (int64_t blk = 0; blk < d.bpi; ++blk) {
-    const F16 av = LanesOf(a + blk * 16), bv = LanesOf(b + blk * 16);
     const F16 pv = LanesOf(p + blk * 16), qv = LanesOf(q + blk * 16), rv = LanesOf(r + blk * 16);
     if (blocked_x) {
       for (int64_t s0 = 0; s0 < S16; s0 += 16) {
         LoadTile(x, true, d, nn, cb0 + blk, s0, t);
-        LoadTile(gy, true, d, nn, cb0 + blk, s0, gt);
-        for (int i = 0; i < 16; ++i) t[i] = pv * DzF16(av * t[i] + bv, gt[i], silu) + qv * t[i] + rv;
+        LoadTile(gx, true, d, nn, cb0 + blk, s0, gt);
+        for (int i = 0; i < 16; ++i) t[i] = pv * gt[i] + qv * t[i] + rv;
         StoreTile(gx, true, d, nn, cb0 + blk, s0, t);
       }
     } else {
       const int64_t row0 = d.Plain(nn, c0 + blk * 16, 0);
       for (int64_t s0 = 0; s0 < S16; s0 += 16) {
-        LoadTile(gy, true, d, nn, cb0 + blk, s0, gt);
-        Transpose16x16(gt);
         for (int l = 0; l < 16; ++l) {
           const int64_t c = blk * 16 + l;
-          const F16 xv = LoadF16(x + row0 + l * S + s0);
-          StoreF16(gx + row0 + l * S + s0, p[c] * DzF16(a[c] * xv + b[c], gt[l], silu) + q[c] * xv + r[c]);
+          const F16 xv = LoadF16(x + row0 + l * S + s0), dz = LoadF16(gx + row0 + l * S + s0);
+          StoreF16(gx + row0 + l * S + s0, p[c] * dz + q[c] * xv + r[c]);
         }
       }
     }
     for (int64_t ss = S16; ss < S; ++ss)
       for (int l = 0; l < 16; ++l) {
         const int64_t c = c0 + blk * 16 + l, xi = d.At(blocked_x, nn, c, ss);
-        const float xv = x[xi], z = a[blk * 16 + l] * xv + b[blk * 16 + l];
-        const float g = gy[d.Blocked(nn, c, ss)];
-        float dz = g;
-        if (silu) {
-          const float sg = Sigmoid(z);
-          dz = g * sg * (1.0f + z * (1.0f - sg));
-        }
-        gx[xi] = p[blk * 16 + l] * dz + q[blk * 16 + l] * xv + r[blk * 16 + l];
+        gx[xi] = p[blk * 16 + l] * gx[xi] + q[blk * 16 + l] * x[xi] + r[blk * 16 + l];
       }
   }
 }
