@@ -38,9 +38,10 @@ namespace {
 
 // ----- row kernels (vectorised; simd.h) ---------------------------------------------------------
 
-// Row i of the logits s (length n) → probabilities in place: p_j = exp(scale·s_j − lse),
-// returns lse = log Σ_j exp(scale·s_j).
-FLEXVID_CLONES float SoftmaxRow(float* s, int64_t n, float scale) {
+// Row i of the logits s (length n) → unnormalised probabilities in place, e_j = exp(scale·s_j − scale·max s);
+// returns lse = log Σ_j exp(scale·s_j) and sets *inv_sum = 1 / Σ_j e_j. The caller divides the
+// output (d values per row) rather than the L probabilities: one pass over the [L, L] block less.
+FLEXVID_CLONES float ExpRow(float* s, int64_t n, float scale, float* inv_sum) {
   float mx = s[0];
 #pragma omp simd reduction(max : mx)
   for (int64_t j = 0; j < n; ++j) mx = s[j] > mx ? s[j] : mx;
@@ -52,10 +53,17 @@ FLEXVID_CLONES float SoftmaxRow(float* s, int64_t n, float scale) {
     s[j] = e;
     sum += e;
   }
-  const float inv = 1.0f / sum;
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+  *inv_sum = 1.0f / sum;
   return shift + std::log(sum);
+}
+
+// o[e, i] *= inv[i] for the d rows of an [d, L] output block (row stride L).
+FLEXVID_CLONES void ScaleColumns(float* o, int64_t d, int64_t l, const float* inv) {
+  for (int64_t e = 0; e < d; ++e) {
+    float* row = o + e * l;
+#pragma omp simd
+    for (int64_t i = 0; i < l; ++i) row[i] *= inv[i];
+  }
 }
 
 // Recompute the probabilities from the logits in place: p_j = exp(scale·s_j − lse).
@@ -163,11 +171,12 @@ void Forward(const float* qkv, float* out, float* lse, const Shape& s, float sca
   const Products& prods = GetProducts(s.d, s.l);
   auto body = [&](int64_t begin, int64_t end) {
     Runner run(prods);
-    std::vector<float> p(s.l * s.l);
+    std::vector<float> p(s.l * s.l), inv(s.l);
     for (int64_t b = begin; b < end; ++b) {
       run.Run(kTN, qkv + s.Qkv(b, 0), qkv + s.Qkv(b, 1), p.data());  // logits qᵀk
-      for (int64_t i = 0; i < s.l; ++i) lse[b * s.l + i] = SoftmaxRow(p.data() + i * s.l, s.l, scale);
-      run.Run(kNT, qkv + s.Qkv(b, 2), p.data(), out + s.Out(b));  // o = v pᵀ
+      for (int64_t i = 0; i < s.l; ++i) lse[b * s.l + i] = ExpRow(p.data() + i * s.l, s.l, scale, &inv[i]);
+      run.Run(kNT, qkv + s.Qkv(b, 2), p.data(), out + s.Out(b));  // o = v eᵀ
+      ScaleColumns(out + s.Out(b), s.d, s.l, inv.data());          // ÷ Σ e per query
     }
   };
   at::parallel_for(0, s.n * s.heads, 1, body);
