@@ -244,7 +244,9 @@ test('batchedMatmul through oneDNN matmul: transposed-view operands, values and 
 test('1×1 convolutions (conv1d, conv2d, conv1x1Add) through flexvid::project: values and gradients against float64 loops', { skip: skipWhy }, () => {
   E.tidy(() => {
     const g = new E.Generator(31);
-    const [N, C, O, H, W] = [3, 5, 7, 6, 6]; // 36 positions
+    // 36 positions in whole-sample tiles; one sample of 150 positions, cut into column tiles with
+    // a shorter last one (native/project.cc, ForwardTiles).
+    for (const [N, C, O, H, W] of [[3, 5, 7, 6, 6], [1, 5, 7, 10, 15]] as const)
     for (const withBias of [true, false])
       for (const dims of [1, 2, 'residual'] as const) {
         const x = (dims === 2 ? E.randn([N, C, H, W], g) : E.randn([N, C, H * W], g)).requiresGrad_();
@@ -284,7 +286,7 @@ test('1×1 convolutions (conv1d, conv2d, conv1x1Add) through flexvid::project: v
             }
         const close = (a: Float64Array, e: Float64Array, what: string) => {
           const scale = Math.max(...Array.from(e, Math.abs));
-          a.forEach((v, i) => assert.ok(Math.abs(v - e[i]!) <= 1e-5 * scale, `${what}[${i}] (dims ${dims}, bias ${withBias}): ${v} vs ${e[i]}`));
+          a.forEach((v, i) => assert.ok(Math.abs(v - e[i]!) <= 1e-5 * scale, `${what}[${i}] (N ${N}, L ${L}, dims ${dims}, bias ${withBias}): ${v} vs ${e[i]}`));
         };
         close(y!.toFloat64Array(), want, 'y');
         close(x.grad!.toFloat64Array(), gx, 'dx');
