@@ -10,7 +10,7 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NDEBUG", "<!@(node find-libtorch.mjs defines)"],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "<!(node find-libtorch.mjs openmp)", "-Wno-unused-parameter", "-Wno-deprecated-declarations", "-Wno-maybe-uninitialized", "-Wno-psabi"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-fvect-cost-model=dynamic", "<!(node find-libtorch.mjs openmp)", "-Wno-unused-parameter", "-Wno-deprecated-declarations", "-Wno-maybe-uninitialized", "-Wno-psabi"],
       "ldflags": ["<!(node find-libtorch.mjs openmp)"],
       "libraries": [
         "-L<!(node find-libtorch.mjs libdirs)",
