@@ -91,24 +91,24 @@ Constants<T> MakeConstants(double decay, double beta1, double beta2, double bc2_
 
 }  // namespace
 
-// In place on params, exp_avg, exp_avg_sq (equal-length lists of contiguous CPU tensors of one
-// floating type, pairwise of equal size); grads read. The scalars are AdamW's for one step count:
-// decay = 1 − lr·λ, bc2_sqrt = √(1 − β₂ᵗ), step_size = lr / (1 − β₁ᵗ).
-void AdamW(at::TensorList params, at::TensorList grads, at::TensorList exp_avg, at::TensorList exp_avg_sq, double decay,
+// In place on params, exp_avg, exp_avg_sq; grads read. The scalars are AdamW's for one step count:
+// decay = 1 − lr·λ, bc2_sqrt = √(1 − β₂ᵗ), step_size = lr / (1 − β₁ᵗ). Returns false, touching
+// nothing, unless all four lists are equally long and hold contiguous CPU tensors of one floating
+// type (float32 or float64), pairwise of equal size — the caller then takes the per-operator path.
+// (Checked here rather than by the caller: one call instead of a metadata query per tensor.)
+bool AdamW(at::TensorList params, at::TensorList grads, at::TensorList exp_avg, at::TensorList exp_avg_sq, double decay,
            double beta1, double beta2, double bc2_sqrt, double eps, double step_size) {
   const size_t n = params.size();
-  TORCH_CHECK(grads.size() == n && exp_avg.size() == n && exp_avg_sq.size() == n,
-              "flexvid::adamw_: params, grads, exp_avg and exp_avg_sq must be lists of the same length, got ", n, ", ",
-              grads.size(), ", ", exp_avg.size(), ", ", exp_avg_sq.size());
-  if (n == 0) return;
+  if (n == 0 || grads.size() != n || exp_avg.size() != n || exp_avg_sq.size() != n) return false;
   const at::ScalarType dtype = params[0].scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "flexvid::adamw_: float32 or float64 tensors only, got ", dtype);
+  if (dtype != at::kFloat && dtype != at::kDouble) return false;
   std::vector<at::Tensor> ps, gs, ms, vs;
   for (size_t i = 0; i < n; ++i) {
     for (const at::Tensor* t : {&params[i], &grads[i], &exp_avg[i], &exp_avg_sq[i]}) {
-      TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == dtype && t->is_contiguous() && t->numel() == params[i].numel(),
-                  "flexvid::adamw_: tensor ", i, " of each list must be a contiguous CPU ", dtype, " tensor of ",
-                  params[i].numel(), " elements");
+      if (!t->defined() || !t->device().is_cpu() || t->scalar_type() != dtype || !t->is_contiguous() ||
+          t->numel() != params[i].numel()) {
+        return false;
+      }
     }
     ps.push_back(params[i]), gs.push_back(grads[i]), ms.push_back(exp_avg[i]), vs.push_back(exp_avg_sq[i]);
   }
@@ -117,11 +117,12 @@ void AdamW(at::TensorList params, at::TensorList grads, at::TensorList exp_avg, 
   } else {
     Update<double>(ps, gs, ms, vs, MakeConstants<double>(decay, beta1, beta2, bc2_sqrt, eps, step_size));
   }
+  return true;
 }
 
 TORCH_LIBRARY_FRAGMENT(flexvid, m) {
   m.def("adamw_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avg, Tensor(c!)[] exp_avg_sq, float decay, "
-        "float beta1, float beta2, float bc2_sqrt, float eps, float step_size) -> ()");
+        "float beta1, float beta2, float bc2_sqrt, float eps, float step_size) -> bool");
 }
 TORCH_LIBRARY_IMPL(flexvid, CPU, m) { m.impl("adamw_", &AdamW); }
 

@@ -80,8 +80,7 @@ void Run(const Product& p, const at::Tensor& src, const at::Tensor& wei, at::Ten
   s.wait();
 }
 
-// y[k] += bias + r[k] (r may be null), k < n: vectorised (simd.h clones; GCC's -O2 cost model
-// leaves loops of unknown length scalar).
+// y[k] += bias + r[k] (r may be null), k < n (vectorised; simd.h clones for AVX2/AVX-512).
 FLEXVID_CLONES void AddRow(float* __restrict y, const float* __restrict r, float bias, int64_t n) {
   if (r) {
 #pragma omp simd

@@ -104,19 +104,14 @@ export function setFusedAdamW(enabled: boolean): boolean {
 
 type UpdateItem = { p: Tensor; g: Tensor; st: ParamState };
 
-/** Can `flexvid::adamw_` update this group (one floating CPU dtype, everything contiguous)? */
-function fusedEligible(group: UpdateItem[]): boolean {
-  if (!hasFusedAdamW || !fusedAdamWOn || group.length === 0) return false;
-  const dtype = group[0]!.p.dtype;
-  if (dtype !== 'float32' && dtype !== 'float64') return false;
-  return group.every(({ p, g, st }) =>
-    [p, g, st.expAvg, st.expAvgSq].every((t) => t.device === 'cpu' && t.dtype === dtype && t.isContiguous()),
-  );
-}
-
-/** A group of parameters in one native call, the same arithmetic as {@link updateOne}. */
-function updateFused(group: UpdateItem[], c: UpdateConstants): void {
-  aten.callRaw('flexvid::adamw_', [
+/**
+ * A group of parameters in one native call, the same arithmetic as {@link updateOne}. Returns
+ * false, having changed nothing, where the kernel does not apply (not one float32/float64 dtype,
+ * not CPU, not contiguous): the native side checks, one call instead of a query per tensor.
+ */
+function updateFused(group: UpdateItem[], c: UpdateConstants): boolean {
+  if (!hasFusedAdamW || !fusedAdamWOn) return false;
+  return aten.callRaw('flexvid::adamw_', [
     group.map((x) => x.p),
     group.map((x) => x.g),
     group.map((x) => x.st.expAvg),
@@ -127,11 +122,11 @@ function updateFused(group: UpdateItem[], c: UpdateConstants): void {
     c.bc2Sqrt,
     c.eps,
     c.stepSize,
-  ]);
+  ]) === true;
 }
 
 /** One parameter, in PyTorch's single-tensor order of operations. */
-function updateOne({ p, g, st }: { p: Tensor; g: Tensor; st: ParamState }, c: UpdateConstants): void {
+function updateOne({ p, g, st }: UpdateItem, c: UpdateConstants): void {
   if (c.decay !== 1) p.mul_(c.decay);
   st.expAvg.mul_(c.beta1).add_(g, 1 - c.beta1);
   st.expAvgSq.mul_(c.beta2).addcmul_(g, g, 1 - c.beta2);
@@ -145,7 +140,7 @@ function updateOne({ p, g, st }: { p: Tensor; g: Tensor; st: ParamState }, c: Up
 }
 
 /** A group of parameters, the same operations as {@link updateOne} with one call each. */
-function updateForeach(group: { p: Tensor; g: Tensor; st: ParamState }[], c: UpdateConstants): void {
+function updateForeach(group: UpdateItem[], c: UpdateConstants): void {
   const ps = group.map((x) => x.p);
   const gs = group.map((x) => x.g);
   const ms = group.map((x) => x.st.expAvg);
@@ -215,7 +210,7 @@ export class AdamW {
     const decay = 1 - lr * this.weightDecay;
     // Parameters with a gradient, grouped by their step count after this update (normally one
     // group): a group shares the bias corrections, so it is updated with one call per operation.
-    const groups = new Map<number, { p: Tensor; g: Tensor; st: ParamState }[]>();
+    const groups = new Map<number, UpdateItem[]>();
     const grads: Tensor[] = [];
     try {
       noGrad(() => {
@@ -238,8 +233,8 @@ export class AdamW {
           const biasCorrection2 = 1 - beta2 ** step;
           const stepSize = lr / biasCorrection1;
           const c = { decay, beta1, beta2, bc2Sqrt: Math.sqrt(biasCorrection2), eps: this.eps, stepSize };
-          if (fusedEligible(group)) updateFused(group, c);
-          else if (useForeach) updateForeach(group, c);
+          if (updateFused(group, c)) continue;
+          if (useForeach) updateForeach(group, c);
           else for (const item of group) updateOne(item, c);
         }
       });

@@ -151,6 +151,18 @@ test('AdamW: the one-pass native update equals the per-operator path bit for bit
   // with decay and varying gradients exercise every term.
   const sizes = [[1], [7], [33, 3], [32768], [32769], [2, 20001]];
   assert.ok(E.hasOperator('flexvid::adamw_'), 'the native addon registers flexvid::adamw_');
+  // Tensors it does not take (a non-contiguous one, mixed dtypes): false and nothing changed, so
+  // AdamW falls back to the per-operator path.
+  E.tidy(() => {
+    const p = E.ones([3, 4]);
+    const m = E.zeros([3, 4]);
+    const args = (g: E.Tensor) => [[p], [g], [m], [E.zeros([3, 4])], 0.9, 0.9, 0.999, 0.5, 1e-8, 0.1];
+    assert.equal(E.aten.callRaw('flexvid::adamw_', args(E.ones([4, 3]).transpose(0, 1))), false);
+    assert.equal(E.aten.callRaw('flexvid::adamw_', args(E.ones([3, 4], { dtype: 'float64' }))), false);
+    assert.deepEqual([p.sum().item(), m.abs().sum().item()], [12, 0]);
+    assert.equal(E.aten.callRaw('flexvid::adamw_', args(E.ones([3, 4]))), true);
+    assert.notEqual(p.sum().item(), 12);
+  });
   for (const dtype of ['float32', 'float64'] as const) {
     for (const weightDecay of [0, 0.05]) {
       const gen = new E.Generator(1234);
@@ -168,7 +180,9 @@ test('AdamW: the one-pass native update equals the per-operator path bit for bit
             r.params.forEach((p, i) => p.setGrad(grads[i]!.clone()));
             const prev = setFusedAdamW(r.fused);
             try {
-              r.opt.step();
+              const ops = E.profile(() => r.opt.step()).rows.map((row) => row.name);
+              // The fused run really took the native pass (else the comparison would be vacuous).
+              assert.equal(ops.includes('flexvid::adamw_') && !ops.some((n) => n.includes('_foreach_')), r.fused, `${dtype} fused=${r.fused}: ${ops.join(', ')}`);
             } finally {
               setFusedAdamW(prev);
             }
@@ -186,7 +200,7 @@ test('AdamW: the one-pass native update equals the per-operator path bit for bit
       }
       // The updates moved every parameter (so the equality is not vacuous).
       runs[0]!.params.forEach((p, i) => assert.notDeepEqual(p.toArray(), start[i], `${dtype} wd=${weightDecay}: tensor ${i} moved`));
-            for (const r of runs) {
+      for (const r of runs) {
         r.opt.dispose();
         r.params.forEach((p) => p.dispose());
       }
