@@ -42,12 +42,14 @@ struct Product {
 enum Kind { kForward, kGradInput, kGradWeight };
 
 std::mutex g_mutex;
-std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<Product>> g_products;
+// Keyed by the thread count too: oneDNN shares a primitive's work among the threads it was made
+// for (see ShapeKey in winograd.cc).
+std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, int>, std::unique_ptr<Product>> g_products;
 
 // The product of `kind` for x [n, cin, l], W [cout, cin].
 const Product& GetProduct(Kind kind, int64_t n, int64_t cin, int64_t cout, int64_t l) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  auto& slot = g_products[{kind, n, cin, cout, l}];
+  auto& slot = g_products[{kind, n, cin, cout, l, at::get_num_threads()}];
   if (slot) return *slot;
   auto p = std::make_unique<Product>();
   switch (kind) {
