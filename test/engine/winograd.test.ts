@@ -293,6 +293,11 @@ test('1×1 convolutions (conv1d, conv2d, conv1x1Add) through flexvid::project: v
         close(w.grad!.toFloat64Array(), gw, 'dw');
         if (b) close(b.grad!.toFloat64Array(), gb, 'db');
         if (r) close(r.grad!.toFloat64Array(), G, 'dr');
+        // Backward when only the weight needs a gradient (input and bias held fixed): the same dW.
+        const w2 = w.detach().requiresGrad_();
+        const y2 = dims === 2 ? E.conv2d(x.detach(), w2, b?.detach()) : E.conv1d(x.detach(), w2, b?.detach());
+        y2.mul(gy).sum().backward();
+        close(w2.grad!.toFloat64Array(), gw, 'dw (weight only)');
       }
   });
 });
