@@ -84,10 +84,38 @@ FLEXVID_CLONES void AddRow(float* __restrict y, const float* __restrict r, float
 // single-threaded oneDNN matmul and finished (bias, residual) while it is still in that core's
 // cache. Same arithmetic as the pass after the product.
 
+// One tile's matmul, run by one thread with that thread's scratchpad (several tiles run at once,
+// and oneDNN's default scratchpad is shared); `accumulate`: dst += product (sum post-op).
 struct TileProduct {
   dnnl::matmul prim;
   memory::desc src, wei, dst, scratch;
+
+  TileProduct(const memory::desc& src_, const memory::desc& wei_, const memory::desc& dst_, bool accumulate = false)
+      : src(src_), wei(wei_), dst(dst_) {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (accumulate) {
+      dnnl::post_ops sum;
+      sum.append_sum(1.0f);
+      attr.set_post_ops(sum);
+    }
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, OnednnEngine());
+    prim = dnnl::matmul(pd);
+    scratch = pd.scratchpad_desc();
+  }
+
+  void Run(dnnl::stream& s, const float* a, const float* b, float* out, char* scratchpad) const {
+    prim.execute(s, {{DNNL_ARG_SRC, memory(src, OnednnEngine(), const_cast<float*>(a))},
+                     {DNNL_ARG_WEIGHTS, memory(wei, OnednnEngine(), const_cast<float*>(b))},
+                     {DNNL_ARG_DST, memory(dst, OnednnEngine(), out)},
+                     {DNNL_ARG_SCRATCHPAD, memory(scratch, OnednnEngine(), scratchpad)}});
+  }
 };
+
+// A [rows, cols] float32 matrix with row stride `row_stride` (transposed: column stride instead).
+memory::desc Matrix(int64_t rows, int64_t cols, int64_t stride, bool transposed = false) {
+  return memory::desc({rows, cols}, memory::data_type::f32, transposed ? memory::dims{1, stride} : memory::dims{stride, 1});
+}
 
 std::mutex g_tile_mutex;
 std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<TileProduct>> g_tiles;
@@ -96,15 +124,7 @@ std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<TilePro
 const TileProduct& GetTile(int64_t cin, int64_t cout, int64_t lc, int64_t l) {
   std::lock_guard<std::mutex> lock(g_tile_mutex);
   auto& slot = g_tiles[{cin, cout, lc, l}];
-  if (slot) return *slot;
-  memory::desc src({cout, cin}, memory::data_type::f32, memory::dims{cin, 1});
-  memory::desc wei({cin, lc}, memory::data_type::f32, memory::dims{l, 1});
-  memory::desc dst({cout, lc}, memory::data_type::f32, memory::dims{l, 1});
-  // Each thread brings its own scratchpad (several tiles run at once).
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, OnednnEngine());
-  slot.reset(new TileProduct{dnnl::matmul(pd), src, wei, dst, pd.scratchpad_desc()});
+  if (!slot) slot.reset(new TileProduct(Matrix(cout, cin, cin), Matrix(cin, lc, l), Matrix(cout, lc, l)));
   return *slot;
 }
 
@@ -133,10 +153,7 @@ void ForwardTiles(const at::Tensor& x, const at::Tensor& w, const float* b, cons
       const int64_t i = t / per, c0 = (t % per) * lc, cols = std::min(lc, l - c0);
       const TileProduct& tp = cols == lc ? full : *last;
       float* yt = yp + i * cout * l + c0;
-      tp.prim.execute(s, {{DNNL_ARG_SRC, memory(tp.src, OnednnEngine(), const_cast<float*>(wp))},
-                          {DNNL_ARG_WEIGHTS, memory(tp.wei, OnednnEngine(), const_cast<float*>(xp + i * cin * l + c0))},
-                          {DNNL_ARG_DST, memory(tp.dst, OnednnEngine(), yt)},
-                          {DNNL_ARG_SCRATCHPAD, memory(tp.scratch, OnednnEngine(), scratch.data())}});
+      tp.Run(s, wp, xp + i * cin * l + c0, yt, scratch.data());
       for (int64_t c = 0; c < cout; ++c) {
         AddRow(yt + c * l, r ? r + i * cout * l + c * l + c0 : nullptr, b ? b[c] : 0.0f, cols);
       }
@@ -152,8 +169,8 @@ void ForwardTiles(const at::Tensor& x, const at::Tensor& w, const float* b, cons
 // summed afterwards, and a separate pass over dy for the bias (≈ 2.4× forward; measured).
 
 struct BackwardTile {
-  dnnl::matmul grad_input, grad_weight;
-  memory::desc wt, gy, gx, x_t, gw, gx_scratch, gw_scratch;
+  TileProduct grad_input;   // dx_tile [cin, lc] = Wᵀ · dy_tile
+  TileProduct grad_weight;  // dW [cout, cin] += dy_tile · x_tileᵀ
 };
 
 std::mutex g_bwd_mutex;
@@ -163,28 +180,14 @@ std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<Backwar
 const BackwardTile& GetBackwardTile(int64_t cin, int64_t cout, int64_t lc, int64_t l) {
   std::lock_guard<std::mutex> lock(g_bwd_mutex);
   auto& slot = g_bwd_tiles[{cin, cout, lc, l}];
-  if (slot) return *slot;
-  const auto f32 = memory::data_type::f32;
-  memory::desc wt({cin, cout}, f32, memory::dims{1, cin});   // Wᵀ, read from W [cout, cin]
-  memory::desc gy({cout, lc}, f32, memory::dims{l, 1});
-  memory::desc gx({cin, lc}, f32, memory::dims{l, 1});
-  memory::desc x_t({lc, cin}, f32, memory::dims{1, l});      // x_tileᵀ
-  memory::desc gw({cout, cin}, f32, memory::dims{cin, 1});
-  dnnl::primitive_attr plain;
-  plain.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  dnnl::primitive_attr accumulate;
-  accumulate.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  dnnl::post_ops sum;
-  sum.append_sum(1.0f);
-  accumulate.set_post_ops(sum);
-  dnnl::matmul::primitive_desc gx_pd(dnnl::matmul::desc(wt, gy, gx), plain, OnednnEngine());
-  dnnl::matmul::primitive_desc gw_pd(dnnl::matmul::desc(gy, x_t, gw), accumulate, OnednnEngine());
-  slot.reset(new BackwardTile{dnnl::matmul(gx_pd), dnnl::matmul(gw_pd), wt, gy, gx, x_t, gw, gx_pd.scratchpad_desc(),
-                              gw_pd.scratchpad_desc()});
+  if (!slot) {
+    slot.reset(new BackwardTile{TileProduct(Matrix(cin, cout, cin, true), Matrix(cout, lc, l), Matrix(cin, lc, l)),
+                                TileProduct(Matrix(cout, lc, l), Matrix(lc, cin, l, true), Matrix(cout, cin, cin), true)});
+  }
   return *slot;
 }
 
-// s[k] += Σ_j y[j], j < n, for one row (vectorised).
+// Σ_j y[j], j < n, for one row (vectorised).
 FLEXVID_CLONES float RowSum(const float* __restrict y, int64_t n) {
   float s = 0;
 #pragma omp simd reduction(+ : s)
@@ -209,7 +212,7 @@ void BackwardTiles(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& 
   float* gxp = gx ? gx->data_ptr<float>() : nullptr;
   size_t scratch_bytes = 0;
   for (const BackwardTile* t : {&full, last}) {
-    scratch_bytes = std::max({scratch_bytes, t->gx_scratch.get_size(), t->gw_scratch.get_size()});
+    scratch_bytes = std::max({scratch_bytes, t->grad_input.scratch.get_size(), t->grad_weight.scratch.get_size()});
   }
   at::parallel_for(0, n * per, 1, [&](int64_t begin, int64_t end) {
     const int64_t tid = at::get_thread_num();
@@ -220,20 +223,10 @@ void BackwardTiles(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& 
     for (int64_t t = begin; t < end; ++t) {
       const int64_t i = t / per, c0 = (t % per) * lc, cols = std::min(lc, l - c0);
       const BackwardTile& bt = cols == lc ? full : *last;
-      float* gy_tile = const_cast<float*>(gyp + i * cout * l + c0);
-      float* x_tile = const_cast<float*>(xp + i * cin * l + c0);
-      if (gxp) {
-        bt.grad_input.execute(s, {{DNNL_ARG_SRC, memory(bt.wt, OnednnEngine(), const_cast<float*>(wp))},
-                                  {DNNL_ARG_WEIGHTS, memory(bt.gy, OnednnEngine(), gy_tile)},
-                                  {DNNL_ARG_DST, memory(bt.gx, OnednnEngine(), gxp + i * cin * l + c0)},
-                                  {DNNL_ARG_SCRATCHPAD, memory(bt.gx_scratch, OnednnEngine(), scratch.data())}});
-      }
-      if (gw_mine) {
-        bt.grad_weight.execute(s, {{DNNL_ARG_SRC, memory(bt.gy, OnednnEngine(), gy_tile)},
-                                   {DNNL_ARG_WEIGHTS, memory(bt.x_t, OnednnEngine(), x_tile)},
-                                   {DNNL_ARG_DST, memory(bt.gw, OnednnEngine(), gw_mine)},
-                                   {DNNL_ARG_SCRATCHPAD, memory(bt.gw_scratch, OnednnEngine(), scratch.data())}});
-      }
+      const float* gy_tile = gyp + i * cout * l + c0;
+      const float* x_tile = xp + i * cin * l + c0;
+      if (gxp) bt.grad_input.Run(s, wp, gy_tile, gxp + i * cin * l + c0, scratch.data());
+      if (gw_mine) bt.grad_weight.Run(s, gy_tile, x_tile, gw_mine, scratch.data());
       if (gb_mine) {
         for (int64_t c = 0; c < cout; ++c) gb_mine[c] += RowSum(gy_tile + c * l, cols);
       }
