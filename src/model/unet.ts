@@ -101,8 +101,12 @@ export class EmbeddingTerms {
     readonly columns: Map<ResBlock, { start: number; width: number }>,
   ) {}
 
-  /** Computes the outputs of `blocks` for emb `[N, E]`. */
-  static of(blocks: ResBlock[], emb: Tensor): EmbeddingTerms {
+  /**
+   * Computes the outputs of `blocks` for emb `[N, E]`; with `repeat` > 1 each row serves `repeat`
+   * consecutive rows of the result (`[N·repeat, ΣC]`): the video U-Net's frames share their video's
+   * embedding, so the product runs once per video rather than once per frame.
+   */
+  static of(blocks: ResBlock[], emb: Tensor, repeat = 1): EmbeddingTerms {
     const columns = new Map<ResBlock, { start: number; width: number }>();
     let start = 0;
     const lins = blocks.map((b) => {
@@ -115,7 +119,10 @@ export class EmbeddingTerms {
     const all = tidy(() => {
       const w = cat(lins.map((l) => l.param('weight')), 0); // [ΣC, E]
       const bias = cat(lins.map((l) => l.param('bias')), 0);
-      return linear(emb.silu(), w, bias);
+      const perRow = linear(emb.silu(), w, bias); // [N, ΣC]
+      if (repeat === 1) return perRow;
+      const [n, width] = perRow.shape as [number, number];
+      return perRow.unsqueeze(1).expand([n, repeat, width]).reshape([n * repeat, width]);
     });
     return new EmbeddingTerms(all, columns);
   }
@@ -377,7 +384,7 @@ export class UNetVideoModel extends Module {
       const keep = kept?.index ?? null;
       // Every ResBlock's emb_layers output at once; made here, like the narrowed copies, because
       // they outlive the block that cuts.
-      let embTerms = EmbeddingTerms.of(this.#resBlocks, emb);
+      let embTerms = EmbeddingTerms.of(this.#resBlocks, embVideo, T);
       // A contiguous run of frames (one video) is cut as a view instead of a copy.
       const span = kept?.span ?? null;
       const pick = (t: Tensor): Tensor => (span ? t.narrow(0, span.start, span.length) : t.indexSelect(0, keep!));

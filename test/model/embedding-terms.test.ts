@@ -50,6 +50,13 @@ test('emb_layers of many ResBlocks at once equal each block alone (values, gradi
       assert.ok(got.narrow(0, 1, 1).sub(want.narrow(0, 4, 1)).abs().max().item() === 0);
     });
     assert.equal(terms.get(other), undefined);
+    // repeat: rows computed once per video and repeated for its frames, as from the expanded rows
+    const video = emb.narrow(0, 0, 2);
+    const expanded = video.unsqueeze(1).expand([2, 3, E]).reshape([6, E]);
+    const once = run((b) => EmbeddingTerms.of(blocks, video, 3).get(b)!);
+    const perFrame = run((b) => EmbeddingTerms.of(blocks, expanded).get(b)!);
+    once.outs.forEach((t, i) => assert.ok(t.sub(perFrame.outs[i]!).abs().max().item() < 1e-12, `repeat: block ${i}`));
+    once.grads.forEach((t, i) => assert.ok(t.sub(perFrame.grads[i]!).abs().max().item() < 1e-12, `repeat: gradient ${i}`));
   });
   assert.equal(liveTensorCount(), before);
   for (const b of [...blocks, other]) b.dispose();
