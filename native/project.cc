@@ -128,12 +128,20 @@ const TileProduct& GetTile(int64_t cin, int64_t cout, int64_t lc, int64_t l) {
   return *slot;
 }
 
-// Columns per tile: whole rows when there are enough samples to share out, else the fewest
-// 64-column chunks that give every thread two tiles.
+// Columns per tile: whole rows when the samples share out evenly (or are many), else the fewest
+// 64-column chunks per row that give every thread the same number of tiles, at least two (5 rows
+// on 2 threads as 5 whole-row tiles would leave one thread idle for a sixth of the time).
 int64_t TileColumns(int64_t n, int64_t l) {
-  const int64_t want = 2 * at::get_num_threads();
-  if (n >= want) return l;
-  const int64_t chunks = (want + n - 1) / n;
+  const int64_t threads = at::get_num_threads();
+  if (n >= 8 * threads || (n % threads == 0 && n >= 2 * threads)) return l;
+  for (int64_t chunks = 1; chunks <= 16; ++chunks) {
+    const int64_t lc = std::min(l, std::max<int64_t>(64, ((l + chunks - 1) / chunks + 63) / 64 * 64));
+    const int64_t tiles = n * ((l + lc - 1) / lc);
+    if (tiles % threads == 0 && tiles >= 2 * threads) return lc;
+    if (lc == 64 || (lc == l && chunks > 1)) break;
+  }
+  // No even split (short rows): the fewest 64-column chunks that give every thread two tiles.
+  const int64_t chunks = (2 * threads + n - 1) / n;
   const int64_t lc = ((l + chunks - 1) / chunks + 63) / 64 * 64;
   return std::min(l, std::max<int64_t>(64, lc));
 }

@@ -245,8 +245,9 @@ test('1×1 convolutions (conv1d, conv2d, conv1x1Add) through flexvid::project: v
   E.tidy(() => {
     const g = new E.Generator(31);
     // 36 positions in whole-sample tiles; one sample of 150 positions, cut into column tiles with
-    // a shorter last one (native/project.cc, ForwardTiles).
-    for (const [N, C, O, H, W] of [[3, 5, 7, 6, 6], [1, 5, 7, 10, 15]] as const)
+    // a shorter last one; five samples of 150 (at 2 threads cut in two per row, so that the tiles
+    // share out evenly) (native/project.cc, ForwardTiles, TileColumns).
+    for (const [N, C, O, H, W] of [[3, 5, 7, 6, 6], [1, 5, 7, 10, 15], [5, 5, 7, 10, 15]] as const)
     for (const withBias of [true, false])
       for (const dims of [1, 2, 'residual'] as const) {
         const x = (dims === 2 ? E.randn([N, C, H, W], g) : E.randn([N, C, H * W], g)).requiresGrad_();
