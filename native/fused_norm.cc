@@ -239,6 +239,26 @@ BlockedDims GetBlockedDims(int64_t n, int64_t c, int64_t s, int64_t groups) {
   return {n, c, s, groups, cg, std::lcm(cg, int64_t{16}) / 16};
 }
 
+// A plain [N, C, S] activation as the blocked-path kernels read (x) or write (its gradient) it:
+// one tensor, or two split along channels at `split` (a multiple of 16) — the U-Net's skip
+// concatenation [h, skip] read in place instead of copied into one tensor first.
+template <typename P>
+struct PlainSrc {
+  P a, b;
+  int64_t split, c, s;
+  // The row of channel ch (all S positions) of sample nn.
+  P Row(int64_t nn, int64_t ch) const {
+    return ch < split ? a + (nn * split + ch) * s : b + (nn * (c - split) + ch - split) * s;
+  }
+};
+
+// The plain 16×16 tile at rows row (16 channels, row stride S) and positions s0…s0+15, transposed
+// to 16 values t[i] = the 16 channels at position s0 + i (as LoadTile's plain case).
+FLEXVID_INLINE void LoadRows(const float* row, int64_t S, int64_t s0, F16* t) {
+  for (int l = 0; l < 16; ++l) t[l] = LoadF16(row + l * S + s0);
+  Transpose16x16(t);
+}
+
 // The 16×16 tile of channels 16·cb… and positions s0…s0+15 of sample nn, as 16 values t[i] =
 // the 16 channels at position s0 + i.
 FLEXVID_INLINE void LoadTile(const float* x, bool blocked, const BlockedDims& d, int64_t nn, int64_t cb, int64_t s0, F16* t) {
@@ -280,9 +300,11 @@ void ItemCoeffs(const BlockedDims& d, int64_t nn, int64_t c0, const float* mean,
 }
 
 // Forward: statistics (two passes: mean, then squared deviations), then y = act(a·x + b), written blocked.
-FLEXVID_CLONES void BlockedForwardItem(const float* x, bool blocked_in, float* y, const float* gamma, const float* beta,
-                                       const float* scale, const float* shift, const BlockedDims& d, double eps,
-                                       bool silu, int64_t item, float* mean, float* rstd, double* acc) {
+// x: the blocked input (blocked_in), else unused and the plain input comes from xp.
+FLEXVID_CLONES void BlockedForwardItem(const float* x, const PlainSrc<const float*>& xp, bool blocked_in, float* y,
+                                       const float* gamma, const float* beta, const float* scale, const float* shift,
+                                       const BlockedDims& d, double eps, bool silu, int64_t item, float* mean,
+                                       float* rstd, double* acc) {
   const int64_t S = d.s, S16 = S / 16 * 16, ci = d.bpi * 16, m = d.cg * S;
   const int64_t nn = item / d.ItemsPerSample(), cb0 = (item % d.ItemsPerSample()) * d.bpi, c0 = cb0 * 16;
   const int64_t g0 = c0 / d.cg, gn = ci / d.cg;
@@ -293,7 +315,7 @@ FLEXVID_CLONES void BlockedForwardItem(const float* x, bool blocked_in, float* y
   for (int64_t l = 0; l < ci; ++l) acc[l] = 0;
   for (int64_t blk = 0; blk < d.bpi && !blocked_in; ++blk)
     for (int l = 0; l < 16; ++l) {
-      const float* row = x + d.Plain(nn, c0 + blk * 16 + l, 0);
+      const float* row = xp.Row(nn, c0 + blk * 16 + l);
       float sum = 0;
 #pragma omp simd reduction(+ : sum)
       for (int64_t ss = 0; ss < S; ++ss) sum += row[ss];
@@ -320,7 +342,7 @@ FLEXVID_CLONES void BlockedForwardItem(const float* x, bool blocked_in, float* y
   for (int64_t l = 0; l < ci; ++l) acc[l] = 0;
   for (int64_t blk = 0; blk < d.bpi && !blocked_in; ++blk)
     for (int l = 0; l < 16; ++l) {
-      const float* row = x + d.Plain(nn, c0 + blk * 16 + l, 0);
+      const float* row = xp.Row(nn, c0 + blk * 16 + l);
       const float m0 = mu[blk * 16 + l];
       float sum = 0;
 #pragma omp simd reduction(+ : sum)
@@ -350,8 +372,10 @@ FLEXVID_CLONES void BlockedForwardItem(const float* x, bool blocked_in, float* y
   ItemCoeffs(d, nn, c0, mean, rstd, gamma, beta, scale, shift, a, b, k);
   for (int64_t blk = 0; blk < d.bpi; ++blk) {
     const F16 av = LanesOf(a + blk * 16), bv = LanesOf(b + blk * 16);
+    const float* rows = blocked_in ? nullptr : xp.Row(nn, c0 + blk * 16);
     for (int64_t s0 = 0; s0 < S16; s0 += 16) {
-      LoadTile(x, blocked_in, d, nn, cb0 + blk, s0, t);
+      if (blocked_in) LoadTile(x, true, d, nn, cb0 + blk, s0, t);
+      else LoadRows(rows, S, s0, t);
       for (int i = 0; i < 16; ++i) {
         const F16 z = av * t[i] + bv;
         t[i] = silu ? z * SigmoidF16(z) : z;
@@ -361,7 +385,8 @@ FLEXVID_CLONES void BlockedForwardItem(const float* x, bool blocked_in, float* y
     for (int64_t ss = S16; ss < S; ++ss)
       for (int l = 0; l < 16; ++l) {
         const int64_t c = c0 + blk * 16 + l;
-        const float z = a[blk * 16 + l] * x[d.At(blocked_in, nn, c, ss)] + b[blk * 16 + l];
+        const float xv = blocked_in ? x[d.Blocked(nn, c, ss)] : rows[l * S + ss];
+        const float z = a[blk * 16 + l] * xv + b[blk * 16 + l];
         y[d.Blocked(nn, c, ss)] = silu ? z * Sigmoid(z) : z;
       }
   }
@@ -375,10 +400,14 @@ FLEXVID_INLINE F16 DzF16(F16 z, F16 gy, bool silu) {
 }
 
 // Backward of one item: gy blocked, x and gx in x's layout. Fills sum_dz and Σ dz·x̂ per (n, c).
-FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, bool blocked_x, const float* gamma,
-                                        const float* beta, const float* scale, const float* shift, const float* mean,
-                                        const float* rstd, const BlockedDims& d, bool silu, int64_t item, float* gx,
-                                        double* s1p, double* s2p, double* acc) {
+// x, gx: blocked (blocked_x), else unused and the plain input and its gradient come from xp, gxp
+// (gxp.a null: no input gradient).
+FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, const PlainSrc<const float*>& xp,
+                                        bool blocked_x, const float* gamma, const float* beta, const float* scale,
+                                        const float* shift, const float* mean, const float* rstd,
+                                        const BlockedDims& d, bool silu, int64_t item, float* gx,
+                                        const PlainSrc<float*>& gxp, double* s1p, double* s2p, double* acc) {
+  if (!blocked_x) gx = gxp.a;  // "any input gradient wanted" below
   const int64_t S = d.s, S16 = S / 16 * 16, ci = d.bpi * 16, m = d.cg * S;
   const int64_t nn = item / d.ItemsPerSample(), cb0 = (item % d.ItemsPerSample()) * d.bpi, c0 = cb0 * 16;
   const int64_t g0 = c0 / d.cg, gn = ci / d.cg;
@@ -389,15 +418,16 @@ FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, bool bl
   // the gradient's tiles transposed to match (one transpose per tile instead of two).
   for (int64_t l = 0; l < 2 * ci; ++l) acc[l] = 0;
   for (int64_t blk = 0; blk < d.bpi && !blocked_x; ++blk) {
-    const int64_t row0 = d.Plain(nn, c0 + blk * 16, 0);
+    const float* xrows = xp.Row(nn, c0 + blk * 16);
+    float* grows = gx ? gxp.Row(nn, c0 + blk * 16) : nullptr;
     F16 s1[16] = {}, s2[16] = {};
     for (int64_t s0 = 0; s0 < S16; s0 += 16) {
       LoadTile(gy, true, d, nn, cb0 + blk, s0, gt);
       Transpose16x16(gt);  // gt[l]: channel l of the block at positions s0…s0+15
       for (int l = 0; l < 16; ++l) {
-        const F16 xv = LoadF16(x + row0 + l * S + s0);
+        const F16 xv = LoadF16(xrows + l * S + s0);
         const F16 dz = DzF16(a[blk * 16 + l] * xv + b[blk * 16 + l], gt[l], silu);
-        if (gx) StoreF16(gx + row0 + l * S + s0, dz);
+        if (gx) StoreF16(grows + l * S + s0, dz);
         s1[l] += dz;
         s2[l] += dz * xv;
       }
@@ -406,14 +436,14 @@ FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, bool bl
     for (int64_t ss = S16; ss < S; ++ss)
       for (int l = 0; l < 16; ++l) {
         const int64_t c = c0 + blk * 16 + l;
-        const float xv = x[d.Plain(nn, c, ss)], z = a[blk * 16 + l] * xv + b[blk * 16 + l];
+        const float xv = xrows[l * S + ss], z = a[blk * 16 + l] * xv + b[blk * 16 + l];
         const float g = gy[d.Blocked(nn, c, ss)];
         float dz = g;
         if (silu) {
           const float sg = Sigmoid(z);
           dz = g * sg * (1.0f + z * (1.0f - sg));
         }
-        if (gx) gx[d.Plain(nn, c, ss)] = dz;
+        if (gx) grows[l * S + ss] = dz;
         acc[blk * 16 + l] += dz, acc[ci + blk * 16 + l] += dz * xv;
       }
   }
@@ -476,51 +506,61 @@ FLEXVID_CLONES void BlockedBackwardItem(const float* gy, const float* x, bool bl
         StoreTile(gx, true, d, nn, cb0 + blk, s0, t);
       }
     } else {
-      const int64_t row0 = d.Plain(nn, c0 + blk * 16, 0);
+      const float* xrows = xp.Row(nn, c0 + blk * 16);
+      float* grows = gxp.Row(nn, c0 + blk * 16);
       for (int64_t s0 = 0; s0 < S16; s0 += 16) {
         for (int l = 0; l < 16; ++l) {
           const int64_t c = blk * 16 + l;
-          const F16 xv = LoadF16(x + row0 + l * S + s0), dz = LoadF16(gx + row0 + l * S + s0);
-          StoreF16(gx + row0 + l * S + s0, p[c] * dz + q[c] * xv + r[c]);
+          const F16 xv = LoadF16(xrows + l * S + s0), dz = LoadF16(grows + l * S + s0);
+          StoreF16(grows + l * S + s0, p[c] * dz + q[c] * xv + r[c]);
         }
       }
     }
     for (int64_t ss = S16; ss < S; ++ss)
       for (int l = 0; l < 16; ++l) {
-        const int64_t c = c0 + blk * 16 + l, xi = d.At(blocked_x, nn, c, ss);
-        gx[xi] = p[blk * 16 + l] * gx[xi] + q[blk * 16 + l] * x[xi] + r[blk * 16 + l];
+        const int64_t c = c0 + blk * 16 + l;
+        float* gp = blocked_x ? gx + d.Blocked(nn, c, ss) : gxp.Row(nn, c) + ss;
+        const float xv = blocked_x ? x[d.Blocked(nn, c, ss)] : xp.Row(nn, c)[ss];
+        *gp = p[blk * 16 + l] * *gp + q[blk * 16 + l] * xv + r[blk * 16 + l];
       }
   }
 }
 
-void BlockedForward(const at::Tensor& x, bool blocked_in, const at::Tensor& gamma, const at::Tensor& beta,
-                    const at::Tensor& scale, const at::Tensor& shift, const BlockedDims& d, double eps, bool silu,
-                    at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
+// x: blocked input (blocked_in) or the first plain part; x2: the second plain part (channels
+// split…C) or undefined.
+void BlockedForward(const at::Tensor& x, const at::Tensor& x2, int64_t split, bool blocked_in, const at::Tensor& gamma,
+                    const at::Tensor& beta, const at::Tensor& scale, const at::Tensor& shift, const BlockedDims& d,
+                    double eps, bool silu, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
   const float* sp = scale.numel() > 0 ? scale.data_ptr<float>() : nullptr;
   const float* hp = shift.numel() > 0 ? shift.data_ptr<float>() : nullptr;
+  const PlainSrc<const float*> xp{x.data_ptr<float>(), x2.defined() ? x2.data_ptr<float>() : nullptr, split, d.c, d.s};
   at::parallel_for(0, d.Items(), 1, [&](int64_t begin, int64_t end) {
     std::vector<double> acc(d.bpi * 16);
     for (int64_t item = begin; item < end; ++item) {
-      BlockedForwardItem(x.data_ptr<float>(), blocked_in, y.data_ptr<float>(), gamma.data_ptr<float>(),
+      BlockedForwardItem(x.data_ptr<float>(), xp, blocked_in, y.data_ptr<float>(), gamma.data_ptr<float>(),
                          beta.data_ptr<float>(), sp, hp, d, eps, silu, item, mean.data_ptr<float>(),
                          rstd.data_ptr<float>(), acc.data());
     }
   });
 }
 
-void BlockedBackward(const at::Tensor& gy, const at::Tensor& x, bool blocked_x, const at::Tensor& gamma,
-                     const at::Tensor& beta, const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean,
-                     const at::Tensor& rstd, const BlockedDims& d, bool silu, at::Tensor& gx, at::Tensor& sum_dz,
-                     at::Tensor& sum_dz_xhat) {
+// x, gx as BlockedForward's x (x2, gx2: the second plain part and its gradient, or undefined);
+// gx undefined: no input gradient.
+void BlockedBackward(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& x2, int64_t split, bool blocked_x,
+                     const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& scale,
+                     const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& rstd, const BlockedDims& d,
+                     bool silu, at::Tensor& gx, at::Tensor& gx2, at::Tensor& sum_dz, at::Tensor& sum_dz_xhat) {
   const float* sp = scale.numel() > 0 ? scale.data_ptr<float>() : nullptr;
   const float* hp = shift.numel() > 0 ? shift.data_ptr<float>() : nullptr;
+  float* gxp = gx.defined() ? gx.data_ptr<float>() : nullptr;
+  const PlainSrc<const float*> xp{x.data_ptr<float>(), x2.defined() ? x2.data_ptr<float>() : nullptr, split, d.c, d.s};
+  const PlainSrc<float*> gp{gxp, gx2.defined() ? gx2.data_ptr<float>() : nullptr, split, d.c, d.s};
   at::parallel_for(0, d.Items(), 1, [&](int64_t begin, int64_t end) {
     std::vector<double> acc(2 * d.bpi * 16);
     for (int64_t item = begin; item < end; ++item) {
-      BlockedBackwardItem(gy.data_ptr<float>(), x.data_ptr<float>(), blocked_x, gamma.data_ptr<float>(),
+      BlockedBackwardItem(gy.data_ptr<float>(), x.data_ptr<float>(), xp, blocked_x, gamma.data_ptr<float>(),
                           beta.data_ptr<float>(), sp, hp, mean.data_ptr<float>(), rstd.data_ptr<float>(), d, silu,
-                          item, gx.defined() ? gx.data_ptr<float>() : nullptr, sum_dz.data_ptr<double>(),
-                          sum_dz_xhat.data_ptr<double>(), acc.data());
+                          item, gxp, gp, sum_dz.data_ptr<double>(), sum_dz_xhat.data_ptr<double>(), acc.data());
     }
   });
 }
@@ -532,18 +572,21 @@ Dims GetDims(const at::Tensor& x, int64_t groups) {
 
 // Dimensions of a blocked-path input: plain [N, C, H, W] (kPlainToBlocked) or blocked
 // [N, C/16, H, W, 16] (kBlockedToBlocked).
-BlockedDims BlockedDimsOf(const at::Tensor& x, int64_t layout, int64_t groups) {
-  const int64_t c = layout == kBlockedToBlocked ? x.size(1) * 16 : x.size(1);
+BlockedDims BlockedDimsOf(const at::Tensor& x, const at::Tensor& x2, int64_t layout, int64_t groups) {
+  const int64_t c = layout == kBlockedToBlocked ? x.size(1) * 16 : x.size(1) + (x2.numel() > 0 ? x2.size(1) : 0);
   return GetBlockedDims(x.size(0), c, x.size(2) * x.size(3), groups);
 }
 
 class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunction> {
  public:
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& gamma,
-                            const at::Tensor& beta, const at::Tensor& scale, const at::Tensor& shift, int64_t groups,
-                            double eps, bool silu, int64_t layout) {
+  // x2: the second plain part of a plain → blocked input (channels x.size(1)… of the whole), or an
+  // empty tensor for one input.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& x2,
+                            const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& scale,
+                            const at::Tensor& shift, int64_t groups, double eps, bool silu, int64_t layout) {
     at::Tensor y;
     at::Tensor mean = at::empty({x.size(0), groups}, x.options()), rstd = at::empty({x.size(0), groups}, x.options());
+    const at::Tensor second = x2.numel() > 0 ? x2 : at::Tensor();
     if (layout == kPlain) {
       const Dims d = GetDims(x, groups);
       y = at::empty_like(x, at::MemoryFormat::Contiguous);
@@ -551,11 +594,12 @@ class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunc
         Forward<scalar_t>(x, gamma, beta, scale, shift, d, eps, silu, y, mean, rstd);
       });
     } else {
-      const BlockedDims d = BlockedDimsOf(x, layout, groups);
+      const BlockedDims d = BlockedDimsOf(x, x2, layout, groups);
       y = at::empty({d.n, d.Blocks(), x.size(2), x.size(3), 16}, x.options());
-      BlockedForward(x, layout == kBlockedToBlocked, gamma, beta, scale, shift, d, eps, silu, y, mean, rstd);
+      BlockedForward(x, second, x.size(1), layout == kBlockedToBlocked, gamma, beta, scale, shift, d, eps, silu, y, mean,
+                     rstd);
     }
-    ctx->save_for_backward({x, gamma, beta, scale, shift, mean, rstd});
+    ctx->save_for_backward({x, x2, gamma, beta, scale, shift, mean, rstd});
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["silu"] = silu;
     ctx->saved_data["layout"] = layout;
@@ -567,19 +611,23 @@ class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunc
     // The gradients below are computed outside autograd, so they cannot be differentiated again.
     RefuseDoubleBackward("flexvid::group_norm_silu (fused GroupNorm)", "setFusedGroupNorm(false) or FLEXVID_FUSED_NORM=0");
     auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &gamma = saved[1], &beta = saved[2], &scale = saved[3], &shift = saved[4];
-    const at::Tensor &mean = saved[5], &rstd = saved[6];
+    const at::Tensor &x = saved[0], &x2 = saved[1], &gamma = saved[2], &beta = saved[3], &scale = saved[4];
+    const at::Tensor &shift = saved[5], &mean = saved[6], &rstd = saved[7];
     const int64_t groups = ctx->saved_data["groups"].toInt();
     const bool silu = ctx->saved_data["silu"].toBool();
     const int64_t layout = ctx->saved_data["layout"].toInt();
+    const bool pair = x2.numel() > 0;
     at::Tensor gy = grads[0].contiguous();
-    at::Tensor gx = ctx->needs_input_grad(0) ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::Tensor();
+    // (with two parts both gradients are computed when either is wanted: one kernel writes them)
+    const bool want_gx = ctx->needs_input_grad(0) || (pair && ctx->needs_input_grad(1));
+    at::Tensor gx = want_gx ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::Tensor();
+    at::Tensor gx2 = want_gx && pair ? at::empty_like(x2, at::MemoryFormat::Contiguous) : at::Tensor();
     auto f64 = x.options().dtype(at::kDouble);
     Dims d{};
     if (layout == kPlain) {
       d = GetDims(x, groups);
     } else {
-      const BlockedDims b = BlockedDimsOf(x, layout, groups);
+      const BlockedDims b = BlockedDimsOf(x, x2, layout, groups);
       d = Dims{b.n, b.c, b.s, groups, b.cg};
     }
     at::Tensor sum_dz = at::empty({d.n, d.c}, f64), sum_dz_xhat = at::empty({d.n, d.c}, f64);
@@ -588,8 +636,8 @@ class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunc
         Backward<scalar_t>(gy, x, gamma, beta, scale, shift, mean, rstd, d, silu, gx, sum_dz, sum_dz_xhat);
       });
     } else {
-      BlockedBackward(gy, x, layout == kBlockedToBlocked, gamma, beta, scale, shift, mean, rstd,
-                      BlockedDimsOf(x, layout, groups), silu, gx, sum_dz, sum_dz_xhat);
+      BlockedBackward(gy, x, pair ? x2 : at::Tensor(), x.size(1), layout == kBlockedToBlocked, gamma, beta, scale, shift,
+                      mean, rstd, BlockedDimsOf(x, x2, layout, groups), silu, gx, gx2, sum_dz, sum_dz_xhat);
     }
     // z = u·(1+s) + h with u = x̂·γ + β: ∂/∂s = Σ dz·u, ∂/∂h = Σ dz, ∂/∂γ = Σ_n (1+s)·Σ dz·x̂, ∂/∂β = Σ_n (1+s)·Σ dz.
     const bool has_scale = scale.numel() > 0, has_shift = shift.numel() > 0;
@@ -601,28 +649,33 @@ class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunc
       g_scale = (sum_dz_xhat * gamma.to(at::kDouble) + sum_dz * beta.to(at::kDouble)).to(x.scalar_type());
     }
     if (has_shift) g_shift = sum_dz.to(x.scalar_type());
-    return {gx, g_gamma, g_beta, g_scale, g_shift, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {gx, gx2, g_gamma, g_beta, g_scale, g_shift, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 // x [N, C, *], weight/bias [C], scale/shift [N, C] (or [N, C, 1, …]) or none → same shape as x.
-at::Tensor GroupNormSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                         const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& shift, int64_t groups,
-                         double eps, bool silu, int64_t layout) {
+// x2 (defined only for plain → blocked): x's channels continue in x2 [N, C2, H, W], C = C1 + C2.
+at::Tensor GroupNormSiluImpl(const at::Tensor& x, const at::Tensor& x2, const at::Tensor& weight, const at::Tensor& bias,
+                             const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& shift,
+                             int64_t groups, double eps, bool silu, int64_t layout) {
   TORCH_CHECK(x.dim() >= 2, "flexvid::group_norm_silu: expected x [N, C, ...], got ", x.sizes());
   TORCH_CHECK(layout >= kPlain && layout <= kBlockedToBlocked, "flexvid::group_norm_silu: layout must be 0 (plain), 1 (plain → blocked) or 2 (blocked), got ", layout);
+  const bool pair = x2.defined();
   if (layout == kPlainToBlocked) {
     TORCH_CHECK(x.dim() == 4 && x.size(1) % 16 == 0, "flexvid::group_norm_silu: plain → blocked needs x [N, C, H, W] with C a multiple of 16, got ", x.sizes());
+    TORCH_CHECK(!pair || (x2.dim() == 4 && x2.size(1) % 16 == 0 && x2.size(0) == x.size(0) && x2.size(2) == x.size(2) &&
+                          x2.size(3) == x.size(3) && x2.scalar_type() == x.scalar_type() && x2.device() == x.device()),
+                "flexvid::group_norm_silu_pair: expected a [N, C1, H, W] and b [N, C2, H, W] of one dtype and device, C1 and C2 multiples of 16, got ",
+                x.sizes(), " and ", x2.sizes());
   } else if (layout == kBlockedToBlocked) {
     TORCH_CHECK(x.dim() == 5 && x.size(4) == 16, "flexvid::group_norm_silu: blocked input must be [N, C/16, H, W, 16], got ", x.sizes());
   }
+  const int64_t n = x.size(0), c = layout == kBlockedToBlocked ? x.size(1) * 16 : x.size(1) + (pair ? x2.size(1) : 0);
   if (layout != kPlain) {
     TORCH_CHECK(x.scalar_type() == at::kFloat && x.device().is_cpu(), "flexvid::group_norm_silu: blocked layouts need float32 CPU tensors, got ", x.scalar_type(), " on ", x.device());
-    const int64_t c = layout == kBlockedToBlocked ? x.size(1) * 16 : x.size(1);
     TORCH_CHECK(groups > 0 && c % groups == 0 && (c / 16) % GetBlockedDims(1, c, 1, groups).bpi == 0 && c / groups <= 64,
                 "flexvid::group_norm_silu: ", c, " channels in ", groups, " groups do not tile into whole 16-channel blocks");
   }
-  const int64_t n = x.size(0), c = layout == kBlockedToBlocked ? x.size(1) * 16 : x.size(1);
   TORCH_CHECK(groups > 0 && c % groups == 0, "flexvid::group_norm_silu: ", c, " channels not divisible into ", groups,
               " groups");
   TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
@@ -635,15 +688,31 @@ at::Tensor GroupNormSilu(const at::Tensor& x, const at::Tensor& weight, const at
               " elements");
   same(weight, "weight");
   same(bias, "bias");
-  // An absent scale or shift travels as an empty tensor (autograd functions take no undefined inputs).
+  // An absent scale, shift or second part travels as an empty tensor (autograd functions take no
+  // undefined inputs).
   auto per_sample = [&](const c10::optional<at::Tensor>& t, const char* what) -> at::Tensor {
     if (!t || !t->defined()) return at::empty({0}, x.options());
     TORCH_CHECK(t->numel() == n * c, "flexvid::group_norm_silu: ", what, " needs [", n, ", ", c, "], got ", t->sizes());
     same(*t, what);
     return t->reshape({n, c}).contiguous();
   };
-  return GroupNormSiluFunction::apply(x.contiguous(), weight.contiguous(), bias.contiguous(), per_sample(scale, "scale"),
+  return GroupNormSiluFunction::apply(x.contiguous(), pair ? x2.contiguous() : at::empty({0}, x.options()),
+                                      weight.contiguous(), bias.contiguous(), per_sample(scale, "scale"),
                                       per_sample(shift, "shift"), groups, eps, silu, layout);
+}
+
+at::Tensor GroupNormSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                         const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& shift, int64_t groups,
+                         double eps, bool silu, int64_t layout) {
+  return GroupNormSiluImpl(x, at::Tensor(), weight, bias, scale, shift, groups, eps, silu, layout);
+}
+
+// The plain → blocked normalisation of cat([a, b], 1) without the concatenation: a [N, C1, H, W],
+// b [N, C2, H, W] (C1, C2 multiples of 16) → blocked [N, (C1 + C2)/16, H, W, 16]; gradients to a and b.
+at::Tensor GroupNormSiluPair(const at::Tensor& a, const at::Tensor& b, const at::Tensor& weight, const at::Tensor& bias,
+                             const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& shift,
+                             int64_t groups, double eps, bool silu) {
+  return GroupNormSiluImpl(a, b, weight, bias, scale, shift, groups, eps, silu, kPlainToBlocked);
 }
 
 // ----- GroupNorm over frames: flexvid::group_norm_frames -------------------------------------------
@@ -851,10 +920,14 @@ TORCH_LIBRARY_FRAGMENT(flexvid, m) {
   m.def(
       "group_norm_silu(Tensor x, Tensor weight, Tensor bias, Tensor? scale, Tensor? shift, int groups, float eps, "
       "bool silu, int layout=0) -> Tensor");
+  m.def(
+      "group_norm_silu_pair(Tensor a, Tensor b, Tensor weight, Tensor bias, Tensor? scale, Tensor? shift, int groups, "
+      "float eps, bool silu) -> Tensor");
   m.def("group_norm_frames(Tensor x, Tensor weight, Tensor bias, int groups, float eps) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(flexvid, CompositeImplicitAutograd, m) {
   m.impl("group_norm_silu", &GroupNormSilu);
+  m.impl("group_norm_silu_pair", &GroupNormSiluPair);
   m.impl("group_norm_frames", &GroupNormFrames);
 }
 

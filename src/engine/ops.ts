@@ -370,6 +370,16 @@ export function blockedConvChain(x: Tensor, cIn: number, cOut: number): boolean 
 }
 
 /**
+ * `groupNormAct(cat([a, b], 1), …, {layout: 'plain-to-blocked'})` without the concatenation: the
+ * U-Net's skip connections feed a ResBlock whose first normalisation reads both parts in place.
+ * a `[N, C1, H, W]`, b `[N, C2, H, W]` (C1, C2 multiples of 16; `blockedConvChain` on a) →
+ * blocked `[N, (C1 + C2)/16, H, W, 16]`; gradients flow to a and b.
+ */
+export function groupNormActPair(a: Tensor, b: Tensor, groups: number, weight: Tensor, bias: Tensor, eps: number, o: Omit<GroupNormActOptions, 'layout'> = {}): Tensor {
+  return call('flexvid::group_norm_silu_pair', a, b, weight, bias, o.scale ?? null, o.shift ?? null, groups, eps, o.silu ?? false);
+}
+
+/**
  * 3×3, stride-1, padding-1 convolution on blocked activations: x `[N, C/16, H, W, 16]` (channel
  * c at `[n, c/16, h, w, c%16]`), weight `[O, C, 3, 3]` → `[N, O/16, H, W, 16]`, O a multiple of 16.
  * oneDNN's Winograd kernels read and write this layout directly (native/winograd.cc); shapes they

@@ -3,7 +3,7 @@
  * conditioning and factorized temporal/spatial attention with relative positions. Parameter names
  * equal the reference's state-dict keys (§12), so reference checkpoints load directly.
  */
-import { arange, blockedConvChain, cat, conv3x3Blocked, interpolate, linear, tensor, tidy, unblockAdd, zeros, type Tensor } from '../engine/index.ts';
+import { arange, blockedConvChain, cat, conv1x1Add, conv2d, conv3x3Blocked, interpolate, linear, tensor, tidy, unblockAdd, zeros, type Tensor } from '../engine/index.ts';
 import { Conv2d, Dropout, GroupNorm, Linear, Module, ModuleList, Sequential, SiLU, type Layer } from '../nn/index.ts';
 import { attentionRates, resolveUNetConfig, type UNetConfig } from './config.ts';
 import { FactorizedAttentionBlock, relativePositionFeatures, relativeTermsOf, type TemporalContext } from './attention.ts';
@@ -52,14 +52,17 @@ export class ResBlock extends Module {
 
   /**
    * x `[N, C_in, H, W]`, emb `[N, E]` → `[N, C_out, H, W]`. `embOut` is emb_layers(emb) `[N, 2C|C]`
-   * when the caller already has it (`EmbeddingTerms` computes every ResBlock's at once).
+   * when the caller already has it (`EmbeddingTerms` computes every ResBlock's at once). x may come
+   * as the two halves of a skip connection's concatenation `[h, skip]` (`SkipPair`): the blocked
+   * chain then reads them in place, anything else concatenates them first.
    */
-  forward(x: Tensor, emb: Tensor, embOut?: Tensor): Tensor {
+  forward(input: Tensor | SkipPair, emb: Tensor, embOut?: Tensor): Tensor {
     return tidy(() => {
       // GN → SiLU → conv, with the normalisation and SiLU fused (GroupNorm.forwardAct).
       const [inNorm, , inConv] = this.inLayers.layers as [GroupNorm, SiLU, Conv2d];
       const e = embOut ?? this.embLayers.forward(emb); // [N, 2C|C]
-      if (this.useScaleShiftNorm && blockedConvChain(x, this.cIn, this.cOut)) return this.#forwardBlocked(x, e);
+      if (this.useScaleShiftNorm && blockedInput(input, this.cIn, this.cOut)) return this.#forwardBlocked(input, e);
+      const x = input instanceof Array ? cat(input, 1) : input;
       let h = inConv.forward(inNorm.forwardAct(x, { silu: true }));
       if (this.useScaleShiftNorm) {
         const [scale, shift] = e.chunk(2, 1) as [Tensor, Tensor];
@@ -77,14 +80,43 @@ export class ResBlock extends Module {
    * oneDNN's blocked layout (`blockedConvChain`): the normalisations write what the Winograd
    * convolutions read, and the residual addition reads their output — no layout reorders.
    */
-  #forwardBlocked(x: Tensor, e: Tensor): Tensor {
+  #forwardBlocked(x: Tensor | SkipPair, e: Tensor): Tensor {
     const [inNorm, , inConv] = this.inLayers.layers as [GroupNorm, SiLU, Conv2d];
     const [scale, shift] = e.chunk(2, 1) as [Tensor, Tensor];
-    let h = conv3x3Blocked(inNorm.forwardAct(x, { silu: true, layout: 'plain-to-blocked' }), inConv.param('weight'), inConv.maybeParam('bias'));
+    const normed = x instanceof Array ? inNorm.forwardActPair(x[0], x[1], { silu: true }) : inNorm.forwardAct(x, { silu: true, layout: 'plain-to-blocked' });
+    let h = conv3x3Blocked(normed, inConv.param('weight'), inConv.maybeParam('bias'));
     h = this.outNorm.forwardAct(h, { scale, shift, silu: true, layout: 'blocked' });
     h = conv3x3Blocked(this.outDropout.forward(h), this.outConv.param('weight'), this.outConv.maybeParam('bias'));
-    return unblockAdd(h, this.skip ? this.skip.forward(x) : x);
+    return unblockAdd(h, this.#residual(x));
   }
+
+  /** skip_connection(x) (or x itself), for x given whole or as a skip pair. */
+  #residual(x: Tensor | SkipPair): Tensor {
+    if (!(x instanceof Array)) return this.skip ? this.skip.forward(x) : x;
+    if (!(this.skip instanceof Conv2d) || this.skip.kernelSize !== 1) {
+      return tidy(() => (this.skip ? this.skip.forward(cat(x, 1)) : cat(x, 1)));
+    }
+    // A 1×1 convolution of [a, b] is W_a·a + W_b·b + bias: two products, the second adding the first.
+    return tidy(() => {
+      const [a, b] = x;
+      const [N, C1, H, W] = a.shape as [number, number, number, number];
+      const w = this.skip!.param('weight'); // [O, C1 + C2, 1, 1]
+      const first = conv2d(a, w.narrow(1, 0, C1), this.skip!.maybeParam('bias'));
+      const rows = (t: Tensor) => t.reshape([N, t.shape[1]!, H * W]);
+      const wb = w.narrow(1, C1, b.shape[1]!).reshape([w.shape[0]!, b.shape[1]!, 1]);
+      return conv1x1Add(rows(b), wb, null, rows(first)).reshape([N, w.shape[0]!, H, W]);
+    });
+  }
+}
+
+/** The two halves of a skip connection's concatenation `cat([h, skip], 1)`, each `[N, C_i, H, W]`. */
+export type SkipPair = [Tensor, Tensor];
+
+/** Can x (whole, or a skip pair whose halves have channel counts in multiples of 16) take the blocked chain? */
+function blockedInput(x: Tensor | SkipPair, cIn: number, cOut: number): boolean {
+  if (!(x instanceof Array)) return blockedConvChain(x, cIn, cOut);
+  const [a, b] = x;
+  return blockedConvChain(a, cIn, cOut) && a.shape[1]! % 16 === 0 && b.shape[1]! % 16 === 0 && b.dtype === a.dtype && b.device === a.device;
 }
 
 /**
@@ -188,12 +220,16 @@ export class UNetBlock extends Module {
    * before its spatial half and every later layer. `embTerms` holds the ResBlocks' emb_layers
    * outputs when precomputed (`EmbeddingTerms`).
    */
-  forward(x: Tensor, emb: Tensor, ctx: TemporalContext, cut?: { layer: number; apply: FrameCut }, embTerms?: EmbeddingTerms): Tensor {
+  forward(x: Tensor | SkipPair, emb: Tensor, ctx: TemporalContext, cut?: { layer: number; apply: FrameCut }, embTerms?: EmbeddingTerms): Tensor {
     return tidy(() => {
-      let h = x;
       let e = emb;
       let terms = embTerms;
+      // A skip pair goes whole to a leading ResBlock (which reads it in place), else concatenated.
+      const head = this.layers[0];
+      const pairToHead = x instanceof Array && head instanceof ResBlock;
+      let h: Tensor = pairToHead ? head.forward(x, e, terms?.get(head)) : x instanceof Array ? cat(x, 1) : x;
       this.layers.forEach((l, i) => {
+        if (i === 0 && pairToHead) return;
         if (l instanceof ResBlock) h = l.forward(h, e, terms?.get(l));
         else if (l instanceof FactorizedAttentionBlock) {
           if (cut && cut.layer === i) {
@@ -399,7 +435,7 @@ export class UNetVideoModel extends Module {
         embTerms = termsKept!;
         return { h: pick(h), emb: e, embTerms };
       };
-      const run = (block: UNetBlock, index: number, x: Tensor): Tensor =>
+      const run = (block: UNetBlock, index: number, x: Tensor | SkipPair): Tensor =>
         block.forward(x, e, ctx, cutAt?.block === index ? { layer: cutAt.layer, apply: cut } : undefined, embTerms);
 
       // Skip connections remember whether they were taken before or after the narrowing.
@@ -413,7 +449,7 @@ export class UNetVideoModel extends Module {
       h = run(this.middleBlock, index++, h);
       for (const block of this.outputBlocks.items) {
         const s = skips.pop()!;
-        h = run(block, index++, cat([h, narrowed && !s.narrowed ? pick(s.h) : s.h], 1));
+        h = run(block, index++, [h, narrowed && !s.narrowed ? pick(s.h) : s.h]);
       }
       // Under autocast the last convolution runs in bf16/fp16; losses and samplers see the input's type.
       const [outNorm, , outConv] = this.out.layers as [GroupNorm, SiLU, Conv2d];

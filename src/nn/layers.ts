@@ -10,6 +10,7 @@ import {
   Generator,
   groupNorm,
   groupNormAct,
+  groupNormActPair,
   type GroupNormActOptions,
   layerNorm,
   linear,
@@ -172,6 +173,15 @@ export class GroupNorm extends ParamModule implements Layer {
       const cast = (t: Tensor | null | undefined) => (!t ? null : t.dtype === wide.dtype ? t : t.to({ dtype: wide.dtype, copy: false }));
       return groupNormAct(wide, this.numGroups, this.param('weight'), this.param('bias'), this.eps, { scale: cast(o.scale), shift: cast(o.shift), silu: o.silu, layout: o.layout });
     });
+  }
+
+  /**
+   * `forwardAct(cat([a, b], 1), {…o, layout: 'plain-to-blocked'})` reading a and b in place
+   * (`groupNormActPair`; float32, the blocked chain's shapes). Shapes: a `[N, C1, H, W]`,
+   * b `[N, C2, H, W]` → `[N, (C1 + C2)/16, H, W, 16]`.
+   */
+  forwardActPair(a: Tensor, b: Tensor, o: Omit<GroupNormActOptions, 'layout'> = {}): Tensor {
+    return groupNormActPair(a, b, this.numGroups, this.param('weight'), this.param('bias'), this.eps, o);
   }
 }
 

@@ -68,6 +68,43 @@ for (const [C, H, W] of [
       });
     });
 
+for (const [C1, C2, H, W] of [
+  [128, 64, 9, 7], // 192 channels, 6 per group: the group at channels 126…131 straddles the two parts
+  [32, 32, 5, 6],
+  [16, 48, 8, 8],
+] as const)
+  for (const silu of [true, false])
+    test(`GroupNorm of a skip pair [a, b] read in place equals it on cat([a, b]) (${C1}+${C2}, ${H}×${W}, silu ${silu})`, () => {
+      E.tidy(() => {
+        const g = new E.Generator(C1 + C2 + H);
+        const N = 3;
+        const C = C1 + C2;
+        const a = E.randn([N, C1, H, W], g).mul(1.7).add(0.4).requiresGrad_();
+        const b = E.randn([N, C2, H, W], g).mul(0.9).sub(0.3).requiresGrad_();
+        const w = E.randn([C], g).mul(0.5).add(1).requiresGrad_();
+        const bias = E.randn([C], g).mul(0.3).requiresGrad_();
+        const scale = E.randn([N, C], g).mul(0.4).requiresGrad_();
+        const shift = E.randn([N, C], g).mul(0.4).requiresGrad_();
+        const gy = E.randn([N, C / 16, H, W, 16], g);
+        const leaves = [a, b, w, bias, scale, shift];
+        const o = { scale, shift, silu };
+        const whole = E.groupNormAct(E.cat([a, b], 1), 32, w, bias, 1e-5, { ...o, layout: 'plain-to-blocked' });
+        const want = grads(whole, gy, leaves);
+        let pair: E.Tensor | undefined;
+        const ops = E.profile(() => void (pair = E.groupNormActPair(a, b, 32, w, bias, 1e-5, o))).rows.map((r) => r.name);
+        assert.ok(!ops.includes('aten::cat'), `the pair was concatenated: ${ops.join(', ')}`);
+        assert.deepEqual(pair!.shape, [N, C / 16, H, W, 16]);
+        // the same arithmetic on the same values: equal up to summation order
+        assert.ok(maxRelErr(pair!.toFloat64Array(), whole.toFloat64Array()) < 1e-6, `values ${maxRelErr(pair!.toFloat64Array(), whole.toFloat64Array())}`);
+        grads(pair!, gy, leaves).forEach((got, i) => assert.ok(maxRelErr(got, want[i]!) < 1e-5, `gradient ${i}: ${maxRelErr(got, want[i]!)}`));
+        // only b needing a gradient (a fixed): b's gradient unchanged
+        const b2 = b.detach().requiresGrad_();
+        grads(E.groupNormActPair(a.detach(), b2, 32, w.detach(), bias.detach(), 1e-5, { scale: scale.detach(), shift: shift.detach(), silu }), gy, [b2]).forEach((got) =>
+          assert.ok(maxRelErr(got, want[1]!) < 1e-5, 'gradient of b alone'),
+        );
+      });
+    });
+
 test('Winograd convolution on blocked activations equals the plain one (values, x/weight/bias gradients)', { skip: skipWhy }, () => {
   E.tidy(() => {
     const g = new E.Generator(21);
@@ -150,6 +187,40 @@ test('the U-Net ResBlock gives the same values and gradients with and without th
       } finally {
         E.setBlockedLayout(prev);
       }
+    });
+    block.dispose();
+  }
+});
+
+test('the U-Net ResBlock given a skip pair [h, skip] equals it given cat([h, skip]) (values, every gradient)', { skip: skipWhy }, () => {
+  for (const [c1, c2, cOut] of [
+    [64, 32, 64], // 96 → 64: a 1×1 skip projection, split in two products
+    [32, 32, 64], // 64 → 64: the identity residual is the concatenation, the normalisation reads the pair
+  ] as const) {
+    setInitSeed(5);
+    const block = new ResBlock(c1 + c2, cOut, 24, 0, true);
+    for (const p of block.parameters()) E.noGrad(() => p.copy_(E.randn(p.shape, new E.Generator(p.numel + 1)).mul(0.2)));
+    E.tidy(() => {
+      const g = new E.Generator(17);
+      const h = E.randn([3, c1, 8, 8], g).requiresGrad_();
+      const skip = E.randn([3, c2, 8, 8], g).requiresGrad_();
+      const emb = E.randn([3, 24], g);
+      const leaves = [h, skip, ...block.parameters()];
+      const run = (pair: boolean) => {
+        let y: E.Tensor | undefined;
+        const ops = E.profile(() => {
+          y = block.forward(pair ? [h, skip] : E.cat([h, skip], 1), emb);
+          y.square().sum().backward();
+        }).rows.map((r) => r.name);
+        const gs = leaves.map((p) => p.grad!.clone());
+        for (const p of leaves) p.setGrad(null);
+        return { y: y!.detach(), gs, ops };
+      };
+      const pair = run(true);
+      assert.ok(pair.ops.includes('flexvid::group_norm_silu_pair'), `ran ${pair.ops.filter((n) => /flexvid|cat/.test(n)).join(', ')}`);
+      const whole = run(false);
+      assert.ok(maxRelErr(pair.y.toFloat64Array(), whole.y.toFloat64Array()) < 1e-5, 'values');
+      pair.gs.forEach((t, i) => assert.ok(maxRelErr(t.toFloat64Array(), whole.gs[i]!.toFloat64Array()) < 5e-5, `gradient ${i}: ${maxRelErr(t.toFloat64Array(), whole.gs[i]!.toFloat64Array())}`));
     });
     block.dispose();
   }
