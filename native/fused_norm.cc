@@ -252,8 +252,8 @@ struct PlainSrc {
   }
 };
 
-// The plain 16×16 tile at rows row (16 channels, row stride S) and positions s0…s0+15, transposed
-// to 16 values t[i] = the 16 channels at position s0 + i (as LoadTile's plain case).
+// The plain 16×16 tile at rows `row` (16 channels, row stride S) and positions s0…s0+15, transposed
+// to 16 values t[i] = the 16 channels at position s0 + i.
 FLEXVID_INLINE void LoadRows(const float* row, int64_t S, int64_t s0, F16* t) {
   for (int l = 0; l < 16; ++l) t[l] = LoadF16(row + l * S + s0);
   Transpose16x16(t);
@@ -266,9 +266,7 @@ FLEXVID_INLINE void LoadTile(const float* x, bool blocked, const BlockedDims& d,
     const float* p = x + ((nn * d.Blocks() + cb) * d.s + s0) * 16;
     for (int i = 0; i < 16; ++i) t[i] = LoadF16(p + i * 16);
   } else {
-    const float* p = x + (nn * d.c + cb * 16) * d.s + s0;
-    for (int l = 0; l < 16; ++l) t[l] = LoadF16(p + l * d.s);
-    Transpose16x16(t);
+    LoadRows(x + (nn * d.c + cb * 16) * d.s, d.s, s0, t);
   }
 }
 

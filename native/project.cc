@@ -134,16 +134,16 @@ const TileProduct& GetTile(int64_t cin, int64_t cout, int64_t lc, int64_t l) {
 int64_t TileColumns(int64_t n, int64_t l) {
   const int64_t threads = at::get_num_threads();
   if (n >= 8 * threads || (n % threads == 0 && n >= 2 * threads)) return l;
+  // Columns of a row cut into `chunks` tiles, rounded up to a multiple of 64 (at least 64, at most l).
+  auto columns = [l](int64_t chunks) { return std::min(l, std::max<int64_t>(64, ((l + chunks - 1) / chunks + 63) / 64 * 64)); };
   for (int64_t chunks = 1; chunks <= 16; ++chunks) {
-    const int64_t lc = std::min(l, std::max<int64_t>(64, ((l + chunks - 1) / chunks + 63) / 64 * 64));
+    const int64_t lc = columns(chunks);
     const int64_t tiles = n * ((l + lc - 1) / lc);
     if (tiles % threads == 0 && tiles >= 2 * threads) return lc;
     if (lc == 64 || (lc == l && chunks > 1)) break;
   }
-  // No even split (short rows): the fewest 64-column chunks that give every thread two tiles.
-  const int64_t chunks = (2 * threads + n - 1) / n;
-  const int64_t lc = ((l + chunks - 1) / chunks + 63) / 64 * 64;
-  return std::min(l, std::max<int64_t>(64, lc));
+  // No even split (short rows): the fewest chunks that give every thread two tiles.
+  return columns((2 * threads + n - 1) / n);
 }
 
 void ForwardTiles(const at::Tensor& x, const at::Tensor& w, const float* b, const float* r, at::Tensor& y) {

@@ -4,7 +4,7 @@
  * equal the reference's state-dict keys (§12), so reference checkpoints load directly.
  */
 import { arange, blockedConvChain, cat, conv1x1Add, conv2d, conv3x3Blocked, interpolate, linear, tensor, tidy, unblockAdd, zeros, type Tensor } from '../engine/index.ts';
-import { Conv2d, Dropout, GroupNorm, Linear, Module, ModuleList, Sequential, SiLU, type Layer } from '../nn/index.ts';
+import { Conv2d, Dropout, GroupNorm, Linear, Module, ModuleList, Sequential, SiLU } from '../nn/index.ts';
 import { attentionRates, resolveUNetConfig, type UNetConfig } from './config.ts';
 import { FactorizedAttentionBlock, relativePositionFeatures, relativeTermsOf, type TemporalContext } from './attention.ts';
 
@@ -30,7 +30,7 @@ export class ResBlock extends Module {
   readonly outNorm: GroupNorm;
   readonly outDropout: Dropout;
   readonly outConv: Conv2d;
-  readonly skip: (Module & Layer) | null;
+  readonly skip: Conv2d | null; // 1×1, when the channel count changes
 
   constructor(
     readonly cIn: number,
@@ -93,15 +93,14 @@ export class ResBlock extends Module {
   /** skip_connection(x) (or x itself), for x given whole or as a skip pair. */
   #residual(x: Tensor | SkipPair): Tensor {
     if (!(x instanceof Array)) return this.skip ? this.skip.forward(x) : x;
-    if (!(this.skip instanceof Conv2d) || this.skip.kernelSize !== 1) {
-      return tidy(() => (this.skip ? this.skip.forward(cat(x, 1)) : cat(x, 1)));
-    }
+    const skip = this.skip;
+    if (!skip) return cat(x, 1);
     // A 1×1 convolution of [a, b] is W_a·a + W_b·b + bias: two products, the second adding the first.
     return tidy(() => {
       const [a, b] = x;
       const [N, C1, H, W] = a.shape as [number, number, number, number];
-      const w = this.skip!.param('weight'); // [O, C1 + C2, 1, 1]
-      const first = conv2d(a, w.narrow(1, 0, C1), this.skip!.maybeParam('bias'));
+      const w = skip.param('weight'); // [O, C1 + C2, 1, 1]
+      const first = conv2d(a, w.narrow(1, 0, C1), skip.maybeParam('bias'));
       const rows = (t: Tensor) => t.reshape([N, t.shape[1]!, H * W]);
       const wb = w.narrow(1, C1, b.shape[1]!).reshape([w.shape[0]!, b.shape[1]!, 1]);
       return conv1x1Add(rows(b), wb, null, rows(first)).reshape([N, w.shape[0]!, H, W]);
