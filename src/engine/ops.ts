@@ -394,9 +394,27 @@ export function unblockAdd(h: Tensor, r: Tensor): Tensor {
   return call('flexvid::unblock_add', h, r);
 }
 
+const nativeNarrowConv = process.env.FLEXVID_NARROW_CONV !== '0' && native.hasOp('flexvid::conv3x3_narrow');
+
+/**
+ * 3×3, stride-1, padding-1 float32 CPU convolutions with at most 8 channels on one side (the
+ * U-Net's input and output convolutions) and a width that is a multiple of 16 run
+ * native/narrow_conv.cc, computed directly 16 pixels at a time: libtorch's oneDNN path manages
+ * ≈ 10 GFLOP/s on a 3-channel side. `FLEXVID_NARROW_CONV=0` turns it off (its backward is not
+ * differentiable again). Results differ from libtorch's by float32 rounding only.
+ */
+function narrowEligible(x: Tensor, weight: Tensor, o: ConvOptions): boolean {
+  if (!nativeNarrowConv || x.device !== 'cpu' || x.dtype !== 'float32' || weight.dtype !== 'float32' || (o.groups ?? 1) !== 1) return false;
+  const [oc, ic, kh, kw] = weight.shape as [number, number, number, number];
+  if (x.ndim !== 4 || kh !== 3 || kw !== 3 || Math.min(oc, ic) > 8 || x.shape[3]! % 16 !== 0) return false;
+  const all = (v: IntOrPair | undefined, dflt: number, want: number) => rep(v, 2, dflt).every((e) => e === want);
+  return all(o.stride, 1, 1) && all(o.padding, 0, 1) && all(o.dilation, 1, 1) && !native.isAutocast('cpu');
+}
+
 /** 2-D convolution. Shape: x `[N, C, H, W]`, weight `[O, C/groups, kh, kw]`. */
 export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvOptions = {}): Tensor {
   if (winogradEligible(x, weight, o)) return call('flexvid::conv3x3', x, weight, bias ?? null);
+  if (narrowEligible(x, weight, o)) return call('flexvid::conv3x3_narrow', x, weight, bias ?? null);
   if (projectEligible(x, weight, o, 2)) {
     const [N, C, H, W] = x.shape as [number, number, number, number];
     const O = weight.shape[0]!;
