@@ -131,10 +131,7 @@ const Products& GetProducts(int64_t d, int64_t l) {
 // One thread's view of the products: memory objects made once, pointed at each block's data.
 class Runner {
  public:
-  explicit Runner(const Products& p) : p_(p), stream_(OnednnEngine()) {
-    size_t bytes = 0;
-    for (int i = 0; i < 3; ++i) bytes = std::max(bytes, p.scratch[i].get_size());
-    scratch_buf_.resize(bytes / sizeof(float) + 1);
+  explicit Runner(const Products& p) : p_(p), stream_(OnednnEngine()), scratch_buf_(ScratchBytes(p)) {
     for (int i = 0; i < 3; ++i) {
       src_[i] = memory(p.src[i], OnednnEngine(), DNNL_MEMORY_NONE);
       wei_[i] = memory(p.wei[i], OnednnEngine(), DNNL_MEMORY_NONE);
@@ -153,9 +150,15 @@ class Runner {
   }
 
  private:
+  static size_t ScratchBytes(const Products& p) {
+    size_t bytes = 0;
+    for (int i = 0; i < 3; ++i) bytes = std::max(bytes, p.scratch[i].get_size());
+    return bytes;
+  }
+
   const Products& p_;
   dnnl::stream stream_;
-  std::vector<float> scratch_buf_;
+  OnednnScratchpad scratch_buf_;
   memory src_[3], wei_[3], dst_[3], scratch_[3];
 };
 

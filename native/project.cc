@@ -80,7 +80,7 @@ FLEXVID_CLONES void AddRow(float* __restrict y, const float* __restrict r, float
 // ----- forward with bias and residual, in tiles -------------------------------------------------
 // A separate pass adding bias (and residual) to y after one big product sweeps y through memory
 // again: 25–35 % of the layer's time for the U-Net's shapes (measured). Instead the product is cut
-// into tiles — one sample's [Cout, lc] block of columns — each computed by one thread with a
+// into tiles — one sample's [rows, L] block of output channels — each computed by one thread with a
 // single-threaded oneDNN matmul and finished (bias, residual) while it is still in that core's
 // cache. Same arithmetic as the pass after the product.
 
@@ -120,77 +120,83 @@ memory::desc Matrix(int64_t rows, int64_t cols, int64_t stride, bool transposed 
 std::mutex g_tile_mutex;
 std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<TileProduct>> g_tiles;
 
-// y_tile [cout, lc] (row stride l) = W [cout, cin] · x_tile [cin, lc] (row stride l).
-const TileProduct& GetTile(int64_t cin, int64_t cout, int64_t lc, int64_t l) {
+// y_rows [rows, l] = W_rows [rows, cin] · x_sample [cin, l]: every operand a dense block.
+//
+// Tiles are never narrower than a row: a column tile is a strided matrix, which oneDNN 2.6 hands
+// to its gemm:jit implementation instead of brgemm, and that path corrupted the heap when the
+// process took asynchronous signals at ≈ 1 kHz (`node --cpu-prof`; reproduced with
+// `--cpu-prof-interval 200`, gone with dense tiles). Where the samples do not share out evenly
+// over the threads, tiles split the output channels instead.
+const TileProduct& GetTile(int64_t cin, int64_t rows, int64_t l) {
   std::lock_guard<std::mutex> lock(g_tile_mutex);
-  auto& slot = g_tiles[{cin, cout, lc, l}];
-  if (!slot) slot.reset(new TileProduct(Matrix(cout, cin, cin), Matrix(cin, lc, l), Matrix(cout, lc, l)));
+  auto& slot = g_tiles[{cin, rows, l, l}];
+  if (!slot) slot.reset(new TileProduct(Matrix(rows, cin, cin), Matrix(cin, l, l), Matrix(rows, l, l)));
   return *slot;
 }
 
-// Columns per tile: whole rows when the samples share out evenly (or are many), else the fewest
-// 64-column chunks per row that give every thread the same number of tiles, at least two (5 rows
-// on 2 threads as 5 whole-row tiles would leave one thread idle for a sixth of the time).
-int64_t TileColumns(int64_t n, int64_t l) {
+// Output channels per forward tile: all of them when the samples share out evenly over the
+// threads (or are many), else the fewest blocks (multiples of 16 channels) that give every thread
+// the same number of tiles, at least two (5 samples on 2 threads as 5 tiles would leave one thread
+// idle for a sixth of the time).
+int64_t TileRows(int64_t n, int64_t cout) {
   const int64_t threads = at::get_num_threads();
-  if (n >= 8 * threads || (n % threads == 0 && n >= 2 * threads)) return l;
-  // Columns of a row cut into `chunks` tiles, rounded up to a multiple of 64 (at least 64, at most l).
-  auto columns = [l](int64_t chunks) { return std::min(l, std::max<int64_t>(64, ((l + chunks - 1) / chunks + 63) / 64 * 64)); };
-  for (int64_t chunks = 1; chunks <= 16; ++chunks) {
-    const int64_t lc = columns(chunks);
-    const int64_t tiles = n * ((l + lc - 1) / lc);
-    if (tiles % threads == 0 && tiles >= 2 * threads) return lc;
-    if (lc == 64 || (lc == l && chunks > 1)) break;
+  if (n >= 8 * threads || (n % threads == 0 && n >= 2 * threads)) return cout;
+  auto rows = [cout](int64_t blocks) { return std::min(cout, std::max<int64_t>(16, ((cout + blocks - 1) / blocks + 15) / 16 * 16)); };
+  for (int64_t blocks = 1; blocks <= 16; ++blocks) {
+    const int64_t rc = rows(blocks);
+    const int64_t tiles = n * ((cout + rc - 1) / rc);
+    if (tiles % threads == 0 && tiles >= 2 * threads) return rc;
+    if (rc == 16 || (rc == cout && blocks > 1)) break;
   }
-  // No even split (short rows): the fewest chunks that give every thread two tiles.
-  return columns((2 * threads + n - 1) / n);
+  // No even split (few channels): the fewest blocks that give every thread two tiles.
+  return rows((2 * threads + n - 1) / n);
 }
 
 void ForwardTiles(const at::Tensor& x, const at::Tensor& w, const float* b, const float* r, at::Tensor& y) {
   const int64_t n = x.size(0), cin = x.size(1), l = x.size(2), cout = w.size(0);
-  const int64_t lc = TileColumns(n, l), per = (l + lc - 1) / lc;
-  const TileProduct& full = GetTile(cin, cout, lc, l);
-  const TileProduct* last = l % lc ? &GetTile(cin, cout, l % lc, l) : &full;
+  const int64_t rc = TileRows(n, cout), per = (cout + rc - 1) / rc;
+  const TileProduct& full = GetTile(cin, rc, l);
+  const TileProduct* last = cout % rc ? &GetTile(cin, cout % rc, l) : &full;
   const float* xp = x.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, n * per, 1, [&](int64_t begin, int64_t end) {
     dnnl::stream s(OnednnEngine());
-    std::vector<char> scratch(std::max(full.scratch.get_size(), last->scratch.get_size()) + 1);
+    OnednnScratchpad scratch(std::max(full.scratch.get_size(), last->scratch.get_size()));
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t i = t / per, c0 = (t % per) * lc, cols = std::min(lc, l - c0);
-      const TileProduct& tp = cols == lc ? full : *last;
-      float* yt = yp + i * cout * l + c0;
-      tp.Run(s, wp, xp + i * cin * l + c0, yt, scratch.data());
-      for (int64_t c = 0; c < cout; ++c) {
-        AddRow(yt + c * l, r ? r + i * cout * l + c * l + c0 : nullptr, b ? b[c] : 0.0f, cols);
+      const int64_t i = t / per, c0 = (t % per) * rc, rows = std::min(rc, cout - c0);
+      const TileProduct& tp = rows == rc ? full : *last;
+      float* yt = yp + (i * cout + c0) * l;
+      tp.Run(s, wp + c0 * cin, xp + i * cin * l, yt, scratch.data());
+      for (int64_t c = c0; c < c0 + rows; ++c) {
+        AddRow(yp + (i * cout + c) * l, r ? r + (i * cout + c) * l : nullptr, b ? b[c] : 0.0f, l);
       }
     }
   });
 }
 
 // ----- backward in tiles ---------------------------------------------------------------------------
-// The same tiles as forward, each on one thread: dx_tile = Wᵀ · dy_tile, the thread's own weight
+// One tile per sample, each on one thread: dx_tile = Wᵀ · dy_tile, the thread's own weight
 // gradient += dy_tile · x_tileᵀ (oneDNN's sum post-op accumulates in place) and its bias gradient
 // += the rows of dy_tile, while dy_tile is in that core's cache. The per-thread partial sums are
 // added at the end. Before: one batched product for dx, per-sample weight gradients [N, Cout, Cin]
 // summed afterwards, and a separate pass over dy for the bias (≈ 2.4× forward; measured).
 
 struct BackwardTile {
-  TileProduct grad_input;   // dx_tile [cin, lc] = Wᵀ · dy_tile
+  TileProduct grad_input;   // dx_tile [cin, l] = Wᵀ · dy_tile
   TileProduct grad_weight;  // dW [cout, cin] += dy_tile · x_tileᵀ
 };
 
 std::mutex g_bwd_mutex;
-std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<BackwardTile>> g_bwd_tiles;
+std::map<std::tuple<int64_t, int64_t, int64_t>, std::unique_ptr<BackwardTile>> g_bwd_tiles;
 
-// For dy_tile [cout, lc], x_tile [cin, lc] (row stride l): dx_tile [cin, lc] and dW [cout, cin].
-const BackwardTile& GetBackwardTile(int64_t cin, int64_t cout, int64_t lc, int64_t l) {
+// For one sample's dy [cout, l] and x [cin, l]: dx [cin, l] and dW [cout, cin].
+const BackwardTile& GetBackwardTile(int64_t cin, int64_t cout, int64_t l) {
   std::lock_guard<std::mutex> lock(g_bwd_mutex);
-  auto& slot = g_bwd_tiles[{cin, cout, lc, l}];
+  auto& slot = g_bwd_tiles[{cin, cout, l}];
   if (!slot) {
-    slot.reset(new BackwardTile{TileProduct(Matrix(cin, cout, cin, true), Matrix(cout, lc, l), Matrix(cin, lc, l)),
-                                TileProduct(Matrix(cout, lc, l), Matrix(lc, cin, l, true), Matrix(cout, cin, cin), true)});
+    slot.reset(new BackwardTile{TileProduct(Matrix(cin, cout, cin, true), Matrix(cout, l, l), Matrix(cin, l, l)),
+                                TileProduct(Matrix(cout, l, l), Matrix(l, cin, l, true), Matrix(cout, cin, cin), true)});
   }
   return *slot;
 }
@@ -207,9 +213,8 @@ FLEXVID_CLONES float RowSum(const float* __restrict y, int64_t n) {
 void BackwardTiles(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& w, at::Tensor* gx, at::Tensor* gw,
                    at::Tensor* gb) {
   const int64_t n = x.size(0), cin = x.size(1), l = x.size(2), cout = w.size(0);
-  const int64_t lc = TileColumns(n, l), per = (l + lc - 1) / lc;
-  const BackwardTile& full = GetBackwardTile(cin, cout, lc, l);
-  const BackwardTile* last = l % lc ? &GetBackwardTile(cin, cout, l % lc, l) : &full;
+  // One tile per sample (column tiles would be strided matrices: see GetTile).
+  const BackwardTile& tile = GetBackwardTile(cin, cout, l);
   const int64_t nt = at::get_num_threads();
   // Per-thread partial sums: weight gradient (float, as the products give them) and bias gradient.
   at::Tensor gw_parts = gw ? at::zeros({nt, cout, cin}, x.options()) : at::Tensor();
@@ -218,25 +223,20 @@ void BackwardTiles(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& 
   const float* wp = w.data_ptr<float>();
   const float* gyp = gy.data_ptr<float>();
   float* gxp = gx ? gx->data_ptr<float>() : nullptr;
-  size_t scratch_bytes = 0;
-  for (const BackwardTile* t : {&full, last}) {
-    scratch_bytes = std::max({scratch_bytes, t->grad_input.scratch.get_size(), t->grad_weight.scratch.get_size()});
-  }
-  at::parallel_for(0, n * per, 1, [&](int64_t begin, int64_t end) {
+  const size_t scratch_bytes = std::max(tile.grad_input.scratch.get_size(), tile.grad_weight.scratch.get_size());
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     const int64_t tid = at::get_thread_num();
     dnnl::stream s(OnednnEngine());
-    std::vector<char> scratch(scratch_bytes + 1);
+    OnednnScratchpad scratch(scratch_bytes);
     float* gw_mine = gw ? gw_parts.data_ptr<float>() + tid * cout * cin : nullptr;
     double* gb_mine = gb ? gb_parts.data() + tid * cout : nullptr;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t i = t / per, c0 = (t % per) * lc, cols = std::min(lc, l - c0);
-      const BackwardTile& bt = cols == lc ? full : *last;
-      const float* gy_tile = gyp + i * cout * l + c0;
-      const float* x_tile = xp + i * cin * l + c0;
-      if (gxp) bt.grad_input.Run(s, wp, gy_tile, gxp + i * cin * l + c0, scratch.data());
-      if (gw_mine) bt.grad_weight.Run(s, gy_tile, x_tile, gw_mine, scratch.data());
+    for (int64_t i = begin; i < end; ++i) {
+      const float* gy_tile = gyp + i * cout * l;
+      const float* x_tile = xp + i * cin * l;
+      if (gxp) tile.grad_input.Run(s, wp, gy_tile, gxp + i * cin * l, scratch.data());
+      if (gw_mine) tile.grad_weight.Run(s, gy_tile, x_tile, gw_mine, scratch.data());
       if (gb_mine) {
-        for (int64_t c = 0; c < cout; ++c) gb_mine[c] += RowSum(gy_tile + c * l, cols);
+        for (int64_t c = 0; c < cout; ++c) gb_mine[c] += RowSum(gy_tile + c * l, l);
       }
     }
   });

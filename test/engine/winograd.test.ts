@@ -244,10 +244,10 @@ test('batchedMatmul through oneDNN matmul: transposed-view operands, values and 
 test('1×1 convolutions (conv1d, conv2d, conv1x1Add) through flexvid::project: values and gradients against float64 loops', { skip: skipWhy }, () => {
   E.tidy(() => {
     const g = new E.Generator(31);
-    // 36 positions in whole-sample tiles; one sample of 150 positions, cut into column tiles with
-    // a shorter last one; five samples of 150 (at 2 threads cut in two per row, so that the tiles
-    // share out evenly) (native/project.cc, ForwardTiles, TileColumns).
-    for (const [N, C, O, H, W] of [[3, 5, 7, 6, 6], [1, 5, 7, 10, 15], [5, 5, 7, 10, 15]] as const)
+    // Whole-sample tiles (3 samples, 7 channels); one sample whose 40 output channels are cut into
+    // blocks of 16 with a shorter last one; five samples (at 2 threads cut into 32 + 8 channels, so
+    // that the tiles share out evenly) (native/project.cc, ForwardTiles, TileRows).
+    for (const [N, C, O, H, W] of [[3, 5, 7, 6, 6], [1, 5, 40, 10, 15], [5, 5, 40, 10, 15]] as const)
     for (const withBias of [true, false])
       for (const dims of [1, 2, 'residual'] as const) {
         const x = (dims === 2 ? E.randn([N, C, H, W], g) : E.randn([N, C, H * W], g)).requiresGrad_();
