@@ -118,7 +118,7 @@ memory::desc Matrix(int64_t rows, int64_t cols, int64_t stride, bool transposed 
 }
 
 std::mutex g_tile_mutex;
-std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<TileProduct>> g_tiles;
+std::map<std::tuple<int64_t, int64_t, int64_t>, std::unique_ptr<TileProduct>> g_tiles;
 
 // y_rows [rows, l] = W_rows [rows, cin] · x_sample [cin, l]: every operand a dense block.
 //
@@ -129,7 +129,7 @@ std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<TilePro
 // over the threads, tiles split the output channels instead.
 const TileProduct& GetTile(int64_t cin, int64_t rows, int64_t l) {
   std::lock_guard<std::mutex> lock(g_tile_mutex);
-  auto& slot = g_tiles[{cin, rows, l, l}];
+  auto& slot = g_tiles[{cin, rows, l}];
   if (!slot) slot.reset(new TileProduct(Matrix(rows, cin, cin), Matrix(cin, l, l), Matrix(rows, l, l)));
   return *slot;
 }
@@ -168,9 +168,8 @@ void ForwardTiles(const at::Tensor& x, const at::Tensor& w, const float* b, cons
       const TileProduct& tp = rows == rc ? full : *last;
       float* yt = yp + (i * cout + c0) * l;
       tp.Run(s, wp + c0 * cin, xp + i * cin * l, yt, scratch.data());
-      for (int64_t c = c0; c < c0 + rows; ++c) {
-        AddRow(yp + (i * cout + c) * l, r ? r + (i * cout + c) * l : nullptr, b ? b[c] : 0.0f, l);
-      }
+      const float* rt = r ? r + (i * cout + c0) * l : nullptr;
+      for (int64_t c = 0; c < rows; ++c) AddRow(yt + c * l, rt ? rt + c * l : nullptr, b ? b[c0 + c] : 0.0f, l);
     }
   });
 }
