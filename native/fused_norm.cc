@@ -870,7 +870,7 @@ at::Tensor GroupNormFrames(const at::Tensor& x, const at::Tensor& weight, const 
   return GroupNormFramesFunction::apply(x.contiguous(), weight.contiguous(), bias.contiguous(), groups, eps);
 }
 
-// Rows of 16 channels × 16 positions: out = r + plain(h) (h blocked) for one (sample, block).
+// Rows of 16 channels × 16 positions: out = r + plain(h) (h blocked; r nullptr: none) for one (sample, block).
 FLEXVID_CLONES void UnblockAddBlock(const float* h, const float* r, float* out, const BlockedDims& d, int64_t nn, int64_t cb) {
   const int64_t S16 = d.s / 16 * 16;
   F16 t[16];
@@ -878,12 +878,12 @@ FLEXVID_CLONES void UnblockAddBlock(const float* h, const float* r, float* out, 
   for (int64_t s0 = 0; s0 < S16; s0 += 16) {
     LoadTile(h, true, d, nn, cb, s0, t);
     Transpose16x16(t);  // t[l]: channel cb·16 + l at positions s0…s0+15
-    for (int l = 0; l < 16; ++l) StoreF16(out + row0 + l * d.s + s0, t[l] + LoadF16(r + row0 + l * d.s + s0));
+    for (int l = 0; l < 16; ++l) StoreF16(out + row0 + l * d.s + s0, r ? t[l] + LoadF16(r + row0 + l * d.s + s0) : t[l]);
   }
   for (int64_t ss = S16; ss < d.s; ++ss)
     for (int l = 0; l < 16; ++l) {
       const int64_t c = cb * 16 + l;
-      out[d.Plain(nn, c, ss)] = r[d.Plain(nn, c, ss)] + h[d.Blocked(nn, c, ss)];
+      out[d.Plain(nn, c, ss)] = (r ? r[d.Plain(nn, c, ss)] : 0.0f) + h[d.Blocked(nn, c, ss)];
     }
 }
 

@@ -18,15 +18,18 @@
 
 #include <ATen/Parallel.h>
 
+#include <cstdlib>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 #include "onednn.h"
+#include "winograd_f43.h"
 
 namespace flexvid {
 
 // fused_norm.cc: plain ↔ blocked layout changes in 16×16 register tiles (sp = H·W positions).
-// out = r + plain(h);  out = blocked(x).
+// out = r + plain(h) (r nullptr: plain(h));  out = blocked(x).
 void UnblockAddRaw(const float* h, const float* r, float* out, int64_t n, int64_t c, int64_t sp);
 void BlockRaw(const float* x, float* out, int64_t n, int64_t c, int64_t sp);
 
@@ -156,6 +159,45 @@ at::Tensor IntoLayout(const memory::desc& md, const memory::desc& want, c10::Int
   return FromLayout(buf, md, shape, want, s);
 }
 
+// Our own Winograd kernels (winograd_f43.cc) take the forward pass and both gradients where the
+// image is made of whole 4×4 tiles and the channels are not both 64 or fewer; oneDNN's take the
+// rest, and everything with FLEXVID_OWN_WINOGRAD=0. Measured on a Zen 4 host, 2 threads, forward
+// and backward against oneDNN's: 0.73–0.93× and 0.82–0.92× from 128 channel pairs up (16², 32²,
+// 8² backward), ≈ 1.0–1.1× at 64 → 64 (where the transforms weigh as much as the products).
+bool OwnWinograd(int64_t h, int64_t w, int64_t ic, int64_t oc) {
+  // Read at every call (a few hundred nanoseconds) so that a benchmark can switch between the two.
+  const char* v = std::getenv("FLEXVID_OWN_WINOGRAD");
+  return !(v && std::string(v) == "0") && h % 4 == 0 && w % 4 == 0 && ic * oc > 64 * 64;
+}
+
+// [n, c, h, w] ↔ [n, c/16, h, w, 16].
+at::Tensor ToBlocked(const at::Tensor& x) {
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  at::Tensor out = at::empty({n, c / 16, h, w, 16}, at::dtype(at::kFloat));
+  BlockRaw(x.data_ptr<float>(), out.data_ptr<float>(), n, c, h * w);
+  return out;
+}
+at::Tensor ToPlain(const at::Tensor& xb) {
+  const int64_t n = xb.size(0), c = xb.size(1) * 16, h = xb.size(2), w = xb.size(3);
+  at::Tensor out = at::empty({n, c, h, w}, at::dtype(at::kFloat));
+  UnblockAddRaw(xb.data_ptr<float>(), nullptr, out.data_ptr<float>(), n, c, h * w);
+  return out;
+}
+
+// out [n, cout/16, h, w, 16] = conv(xb [n, cin/16, h, w, 16]) + bias by our kernels, with w
+// [oc, ic, 3, 3] as given (forward: cin = ic, cout = oc) or transposed and flipped (input_grad).
+at::Tensor OwnWinogradBlocked(const at::Tensor& xb, const at::Tensor& w, const float* bias, bool input_grad) {
+  const int64_t oc = w.size(0), ic = w.size(1), cin = input_grad ? oc : ic, cout = input_grad ? ic : oc;
+  // Transformed at every call (≈ 0.1 ms; a cache of them for sampling, checked against a copy of
+  // the weights, measured no faster).
+  at::Tensor u = at::empty({36 * ic * oc}, at::dtype(at::kFloat));
+  WinogradF43Weights(w.data_ptr<float>(), oc, ic, input_grad, u.data_ptr<float>());
+  const int64_t n = xb.size(0), h = xb.size(2), wd = xb.size(3);
+  at::Tensor out = at::empty({n, cout / 16, h, wd, 16}, at::dtype(at::kFloat));
+  WinogradF43Forward(xb.data_ptr<float>(), u.data_ptr<float>(), bias, n, cin, cout, h, wd, out.data_ptr<float>());
+  return out;
+}
+
 class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
  public:
   // x [N, IC, H, W] (or blocked [N, IC/16, H, W, 16]); the output comes in the same layout family.
@@ -164,19 +206,29 @@ class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
     dnnl::stream s(Engine());
     const auto& pd = plan->fwd_pd;
     const int64_t n = x.size(0), ic = w.size(1), oc = w.size(0), h = x.size(2), wd = x.size(3);
-    at::Tensor xb = ToLayout(x, Activation(n, ic, h, wd, blocked), pd.src_desc(), s);
-    at::Tensor wb = ToLayout(w, Tag::oihw, pd.weights_desc(), s);
-    at::Tensor y = IntoLayout(pd.dst_desc(), Activation(n, oc, h, wd, blocked), ActivationShape(n, oc, h, wd, blocked), s,
-                              [&](const at::Tensor& dst) {
-                                plan->fwd.execute(s, {{DNNL_ARG_SRC, Wrap(pd.src_desc(), xb)},
-                                                      {DNNL_ARG_WEIGHTS, Wrap(pd.weights_desc(), wb)},
-                                                      {DNNL_ARG_BIAS, Wrap(pd.bias_desc(), b)},
-                                                      {DNNL_ARG_DST, Wrap(pd.dst_desc(), dst)}});
-                              });
-    s.wait();
-    // Keep the source in the layout backward-weights reads, so backward does not reorder it again.
-    const bool same = plan->bwd_weights_pd.src_desc() == pd.src_desc();
+    const bool own = OwnWinograd(h, wd, ic, oc);
+    at::Tensor xb, y;
+    if (own) {
+      xb = blocked ? x : ToBlocked(x);
+      at::Tensor yb = OwnWinogradBlocked(xb, w, b.data_ptr<float>(), false);
+      y = blocked ? yb : ToPlain(yb);
+    } else {
+      xb = ToLayout(x, Activation(n, ic, h, wd, blocked), pd.src_desc(), s);
+      at::Tensor wb = ToLayout(w, Tag::oihw, pd.weights_desc(), s);
+      y = IntoLayout(pd.dst_desc(), Activation(n, oc, h, wd, blocked), ActivationShape(n, oc, h, wd, blocked), s,
+                     [&](const at::Tensor& dst) {
+                       plan->fwd.execute(s, {{DNNL_ARG_SRC, Wrap(pd.src_desc(), xb)},
+                                             {DNNL_ARG_WEIGHTS, Wrap(pd.weights_desc(), wb)},
+                                             {DNNL_ARG_BIAS, Wrap(pd.bias_desc(), b)},
+                                             {DNNL_ARG_DST, Wrap(pd.dst_desc(), dst)}});
+                     });
+      s.wait();
+    }
+    // Keep the source in the layout backward-weights reads, so backward does not reorder it again
+    // (ours: the blocked layout).
+    const bool same = own || plan->bwd_weights_pd.src_desc() == pd.src_desc();
     ctx->save_for_backward({same ? xb : x, w});
+    ctx->saved_data["own"] = own;
     ctx->saved_data["src_reordered"] = same && !xb.is_same(x);
     ctx->saved_data["plan"] = reinterpret_cast<int64_t>(plan);
     ctx->saved_data["blocked"] = blocked;
@@ -201,22 +253,38 @@ class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
     at::Tensor gy = grads[0].contiguous();
     dnnl::stream s(Engine());
     at::Tensor gx, gw, gb;
-    at::Tensor gyb;  // gy in the backward-data layout, reused by backward-weights when it matches
+    // gy in some layout, reused by backward-weights when that is the layout it reads.
+    at::Tensor gyb;
+    memory::desc gyb_desc;
+    const bool own = ctx->saved_data["own"].toBool();
     if (ctx->needs_input_grad(0)) {
-      const auto& pd = plan->bwd_data_pd;
-      gyb = ToLayout(gy, gy_have, pd.diff_dst_desc(), s);
-      at::Tensor wb = ToLayout(w, Tag::oihw, pd.weights_desc(), s);
-      gx = IntoLayout(pd.diff_src_desc(), x_have, ActivationShape(n, ic, h, wd, blocked), s, [&](const at::Tensor& dst) {
-        plan->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, Wrap(pd.diff_dst_desc(), gyb)},
-                                   {DNNL_ARG_WEIGHTS, Wrap(pd.weights_desc(), wb)},
-                                   {DNNL_ARG_DIFF_SRC, Wrap(pd.diff_src_desc(), dst)}});
-      });
-    }
-    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
-      const auto& pd = plan->bwd_weights_pd;
-      if (!gyb.defined() || plan->bwd_data_pd.diff_dst_desc() != pd.diff_dst_desc()) {
+      if (own) {
+        gyb = blocked ? gy : ToBlocked(gy);
+        gyb_desc = Activation(n, oc, h, wd, true);
+        at::Tensor gxb = OwnWinogradBlocked(gyb, w, nullptr, true);
+        gx = blocked ? gxb : ToPlain(gxb);
+      } else {
+        const auto& pd = plan->bwd_data_pd;
         gyb = ToLayout(gy, gy_have, pd.diff_dst_desc(), s);
+        gyb_desc = pd.diff_dst_desc();
+        at::Tensor wb = ToLayout(w, Tag::oihw, pd.weights_desc(), s);
+        gx = IntoLayout(pd.diff_src_desc(), x_have, ActivationShape(n, ic, h, wd, blocked), s, [&](const at::Tensor& dst) {
+          plan->bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, Wrap(pd.diff_dst_desc(), gyb)},
+                                     {DNNL_ARG_WEIGHTS, Wrap(pd.weights_desc(), wb)},
+                                     {DNNL_ARG_DIFF_SRC, Wrap(pd.diff_src_desc(), dst)}});
+        });
       }
+    }
+    if (own && (ctx->needs_input_grad(1) || ctx->needs_input_grad(2))) {
+      if (!gyb.defined()) gyb = blocked ? gy : ToBlocked(gy);
+      const at::Tensor& xb = xs;  // saved in the blocked layout
+      gw = at::empty({oc, ic, 3, 3}, at::dtype(at::kFloat));
+      gb = at::empty({oc}, at::dtype(at::kFloat));
+      WinogradF43WeightGrad(xb.data_ptr<float>(), gyb.data_ptr<float>(), n, ic, oc, h, wd, gw.data_ptr<float>(),
+                            gb.data_ptr<float>());
+    } else if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      const auto& pd = plan->bwd_weights_pd;
+      if (!gyb.defined() || gyb_desc != pd.diff_dst_desc()) gyb = ToLayout(gy, gy_have, pd.diff_dst_desc(), s);
       at::Tensor xb = ctx->saved_data["src_reordered"].toBool() ? xs : ToLayout(xs, x_have, pd.src_desc(), s);
       at::Tensor gwb = Buffer(pd.diff_weights_desc());
       gb = at::empty({oc}, at::dtype(at::kFloat));

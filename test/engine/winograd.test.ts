@@ -97,6 +97,58 @@ test('Winograd 3×3 convolution equals the loop convolution: values and x, weigh
   });
 });
 
+test('own Winograd F(4×4, 3×3) kernels (whole 4×4 tiles, > 64 × 64 channel pairs): values and gradients against loops, plain and blocked; FLEXVID_OWN_WINOGRAD=0 selects oneDNN’s', { skip: skipWhy }, () => {
+  // Shapes chosen for the kernels' edges: 48 output channels (a 32- and a 16-channel column block;
+  // 96 columns in the input gradient), 18 tiles (a 12-tile register block and a rest of 6), 48
+  // tiles in two chunks, non-square images. Every pair has more than 64 × 64 channels (below that
+  // oneDNN's kernels run).
+  const shapes: [number, number, number, number, number][] = [
+    [3, 96, 48, 8, 12],
+    [2, 64, 80, 16, 8],
+    [4, 48, 96, 12, 16],
+  ];
+  const saved = process.env.FLEXVID_OWN_WINOGRAD;
+  try {
+    for (const [N, C, O, H, W] of shapes) {
+      for (const blocked of [false, true]) {
+        E.tidy(() => {
+          const g = new E.Generator(N * 100 + C);
+          const x = E.randn([N, C, H, W], g);
+          const w = E.randn([O, C, 3, 3], g).mul(0.1);
+          const b = E.randn([O], g);
+          const gy = E.randn([N, O, H, W], g);
+          const [xs, ws, bs, gys] = [x, w, b, gy].map((t) => t.toFloat64Array()) as [Float64Array, Float64Array, Float64Array, Float64Array];
+          const want = naiveConv(xs, ws, bs, N, C, O, H, W);
+          const grads = naiveGrads(xs, ws, gys, N, C, O, H, W);
+          const outputs: Float64Array[] = [];
+          for (const own of ['1', '0']) {
+            process.env.FLEXVID_OWN_WINOGRAD = own;
+            // Blocked: x handed over as [N, C/16, H, W, 16], the output and the input gradient in that layout.
+            const xin = (blocked ? x.reshape([N, C / 16, 16, H, W]).permute([0, 1, 3, 4, 2]).contiguous() : x.clone()).requiresGrad_();
+            const wl = w.clone().requiresGrad_();
+            const bl = b.clone().requiresGrad_();
+            const y = call(blocked ? 'flexvid::conv3x3_blocked' : 'flexvid::conv3x3', xin, wl, bl) as E.Tensor;
+            const yPlain = blocked ? y.permute([0, 1, 4, 2, 3]).reshape([N, O, H, W]) : y;
+            yPlain.mul(gy).sum().backward();
+            const gx = blocked ? xin.grad!.permute([0, 1, 4, 2, 3]).reshape([N, C, H, W]) : xin.grad!;
+            const tag = `[${N}, ${C}→${O}, ${H}×${W}]${blocked ? ' blocked' : ''} own=${own}`;
+            outputs.push(yPlain.toFloat64Array());
+            assert.ok(relErr(outputs.at(-1)!, want) < 1e-5, `${tag} y ${relErr(outputs.at(-1)!, want)}`);
+            assert.ok(relErr(gx.toFloat64Array(), grads.gx) < 1e-5, `${tag} grad x ${relErr(gx.toFloat64Array(), grads.gx)}`);
+            assert.ok(relErr(wl.grad!.toFloat64Array(), grads.gw) < 1e-5, `${tag} grad weight ${relErr(wl.grad!.toFloat64Array(), grads.gw)}`);
+            assert.ok(relErr(bl.grad!.toFloat64Array(), grads.gb) < 1e-5, `${tag} grad bias`);
+          }
+          // Different kernels round differently: equal outputs would mean the switch did nothing.
+          assert.ok(outputs[0]!.some((v, i) => v !== outputs[1]![i]), 'FLEXVID_OWN_WINOGRAD made no difference');
+        });
+      }
+    }
+  } finally {
+    if (saved === undefined) delete process.env.FLEXVID_OWN_WINOGRAD;
+    else process.env.FLEXVID_OWN_WINOGRAD = saved;
+  }
+});
+
 test('Winograd convolution without bias, and with only the weight requiring a gradient', { skip: skipWhy }, () => {
   E.tidy(() => {
     const [N, C, O, H, W] = [1, 16, 16, 8, 8];
@@ -171,21 +223,25 @@ test('the flexvid::conv3x3 operator falls back to libtorch for float64 (exact), 
   });
 });
 
-test('Winograd convolution forward + backward leaves no live tensors behind', () => {
+test('Winograd convolution forward + backward leaves no live tensors behind (oneDNN’s kernels and ours)', () => {
   const g = new E.Generator(13);
-  const x = E.keep(E.randn([2, 16, 8, 8], g));
-  const w = E.keep(E.randn([16, 16, 3, 3], g).requiresGrad_());
-  const step = () =>
-    E.tidy(() => {
-      E.conv2d(x, w, null, { padding: 1 }).square().sum().backward();
-      w.setGrad(null);
-    });
-  step();
-  const before = E.liveTensorCount();
-  for (let i = 0; i < 5; i++) step();
-  assert.equal(E.liveTensorCount(), before);
-  x.dispose();
-  w.dispose();
+  // 16 → 16 channels: oneDNN's Winograd; 80 → 80 (more than 64 × 64 pairs): flexvid's own.
+  for (const c of [16, 80]) {
+    const x = E.keep(E.randn([2, c, 8, 8], g).requiresGrad_());
+    const w = E.keep(E.randn([c, c, 3, 3], g).requiresGrad_());
+    const step = () =>
+      E.tidy(() => {
+        E.conv2d(x, w, null, { padding: 1 }).square().sum().backward();
+        w.setGrad(null);
+        x.setGrad(null);
+      });
+    step();
+    const before = E.liveTensorCount();
+    for (let i = 0; i < 5; i++) step();
+    assert.equal(E.liveTensorCount(), before);
+    x.dispose();
+    w.dispose();
+  }
 });
 
 test('a second derivative through the Winograd convolution is refused with the switch named', { skip: skipWhy }, () => {
