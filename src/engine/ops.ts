@@ -411,9 +411,30 @@ function narrowEligible(x: Tensor, weight: Tensor, o: ConvOptions): boolean {
   return all(o.stride, 1, 1) && all(o.padding, 0, 1) && all(o.dilation, 1, 1) && !native.isAutocast('cpu');
 }
 
+/**
+ * The other 3×3, padding-1 float32 CPU convolutions with channel counts divisible by 16 (stride 2:
+ * the U-Net's downsampling; stride 1 on images under 8×8, where Winograd does not win) run
+ * oneDNN's direct kernels through `flexvid::conv3x3_direct` (native/winograd.cc): the same kernels
+ * as libtorch's, without the overhead around its backward (1.5–2.5× the kernels' time measured).
+ * Under the Winograd switch; `FLEXVID_DIRECT_CONV=0` (read at every call) turns only this off.
+ * Returns the stride, or 0 when not eligible.
+ */
+function directStride(x: Tensor, weight: Tensor, o: ConvOptions): number {
+  if (!winogradEnabled || x.device !== 'cpu' || x.dtype !== 'float32' || weight.dtype !== 'float32' || (o.groups ?? 1) !== 1) return 0;
+  if (process.env.FLEXVID_DIRECT_CONV === '0') return 0;
+  const [oc, ic, kh, kw] = weight.shape as [number, number, number, number];
+  if (x.ndim !== 4 || kh !== 3 || kw !== 3 || ic % 16 !== 0 || oc % 16 !== 0) return 0;
+  const [sh, sw] = rep(o.stride, 2, 1);
+  const all = (v: IntOrPair | undefined, dflt: number, want: number) => rep(v, 2, dflt).every((e) => e === want);
+  if (sh !== sw || (sh !== 1 && sh !== 2) || !all(o.padding, 0, 1) || !all(o.dilation, 1, 1) || native.isAutocast('cpu')) return 0;
+  return sh;
+}
+
 /** 2-D convolution. Shape: x `[N, C, H, W]`, weight `[O, C/groups, kh, kw]`. */
 export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, o: ConvOptions = {}): Tensor {
   if (winogradEligible(x, weight, o)) return call('flexvid::conv3x3', x, weight, bias ?? null);
+  const stride = directStride(x, weight, o);
+  if (stride) return call('flexvid::conv3x3_direct', x, weight, bias ?? null, stride);
   if (narrowEligible(x, weight, o)) return call('flexvid::conv3x3_narrow', x, weight, bias ?? null);
   if (projectEligible(x, weight, o, 2)) {
     const [N, C, H, W] = x.shape as [number, number, number, number];

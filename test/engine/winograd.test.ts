@@ -166,7 +166,7 @@ test('Winograd convolution without bias, and with only the weight requiring a gr
   });
 });
 
-test('convolutions Winograd does not cover take libtorch’s convolution, with identical results', () => {
+test('convolutions Winograd does not cover give libtorch’s results exactly (3×3 ones with 16-channel multiples through flexvid::conv3x3_direct, the same oneDNN kernels)', () => {
   E.tidy(() => {
     const g = new E.Generator(7);
     const cases: [number[], number[], E.ConvOptions][] = [
@@ -188,6 +188,49 @@ test('convolutions Winograd does not cover take libtorch’s convolution, with i
       assert.equal(y!.sub(ref).abs().max().item(), 0);
     }
   });
+});
+
+test('flexvid::conv3x3_direct (stride 2; stride 1 under 8×8): values and x, weight, bias gradients against loops; routing', { skip: skipWhy }, () => {
+  // A padding-1 stride-2 convolution is the stride-1 one sampled at even positions, so the loop
+  // convolution gives it: y₂[i, j] = y₁[2i, 2j], and its gradients come from gy placed at those positions.
+  const cases: [number, number, number, number, number, number][] = [
+    [2, 32, 48, 8, 8, 2],
+    [2, 16, 16, 7, 5, 2], // odd sizes: output 4 × 3
+    [3, 16, 32, 4, 4, 1], // a 4×4 image
+  ];
+  for (const [N, C, O, H, W, stride] of cases) {
+    E.tidy(() => {
+      const g = new E.Generator(N * 31 + C + H);
+      const Ho = Math.floor((H - 1) / stride) + 1;
+      const Wo = Math.floor((W - 1) / stride) + 1;
+      const x = E.randn([N, C, H, W], g).requiresGrad_();
+      const w = E.randn([O, C, 3, 3], g).mul(0.1).requiresGrad_();
+      const b = E.randn([O], g).requiresGrad_();
+      const gy = E.randn([N, O, Ho, Wo], g);
+      let y: E.Tensor | undefined;
+      const ops = opsUsed(() => {
+        y = E.conv2d(x, w, b, { padding: 1, stride });
+        y.mul(gy).sum().backward();
+      });
+      assert.ok(ops.includes('flexvid::conv3x3_direct'), `expected flexvid::conv3x3_direct, ran ${ops.join(', ')}`);
+      const [xs, ws, bs, gys] = [x, w, b, gy].map((t) => t.detach().toFloat64Array()) as [Float64Array, Float64Array, Float64Array, Float64Array];
+      const full = naiveConv(xs, ws, bs, N, C, O, H, W);
+      const want = new Float64Array(N * O * Ho * Wo);
+      const gyFull = new Float64Array(N * O * H * W);
+      for (let n = 0; n < N * O; n++)
+        for (let i = 0; i < Ho; i++)
+          for (let j = 0; j < Wo; j++) {
+            want[(n * Ho + i) * Wo + j] = full[(n * H + i * stride) * W + j * stride]!;
+            gyFull[(n * H + i * stride) * W + j * stride] = gys[(n * Ho + i) * Wo + j]!;
+          }
+      const grads = naiveGrads(xs, ws, gyFull, N, C, O, H, W);
+      const tag = `[${N}, ${C}→${O}, ${H}×${W}] stride ${stride}`;
+      assert.ok(relErr(y!.toFloat64Array(), want) < 1e-5, `${tag} y`);
+      assert.ok(relErr(x.grad!.toFloat64Array(), grads.gx) < 1e-5, `${tag} grad x`);
+      assert.ok(relErr(w.grad!.toFloat64Array(), grads.gw) < 1e-5, `${tag} grad weight`);
+      assert.ok(relErr(b.grad!.toFloat64Array(), grads.gb) < 1e-5, `${tag} grad bias`);
+    });
+  }
 });
 
 test('setWinogradConv(false) selects the direct convolution and returns the previous setting', () => {
