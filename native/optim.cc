@@ -19,7 +19,14 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FLEXVID_STREAMING_ADAMW 1
+#endif
 
 #include "simd.h"
 
@@ -60,6 +67,39 @@ FLEXVID_CLONES void UpdateSpan(T* __restrict p, const T* __restrict g, T* __rest
   }
 }
 
+#ifdef FLEXVID_STREAMING_ADAMW
+// The float32 update with AVX-512 and non-temporal stores for p, m and v. Why: the update streams
+// ≈ 8 bytes per parameter in and 3 × 4 out through memory (the Balls model's 33 MB tensors do not
+// stay in any cache), and ordinary stores first read every destination line (read-for-ownership):
+// ≈ 100 MB more traffic per step for the Balls model. The arithmetic is UpdateSpan's, operation
+// for operation (IEEE multiply, FMA, square root, divide and add: the same roundings), so the
+// result is bit-identical. p, m and v must be 64-byte aligned (libtorch's allocations are).
+__attribute__((target("avx512f"))) void UpdateSpanStreaming(float* p, const float* g, float* m, float* v, int64_t n,
+                                                             const Constants<float> c) {
+  const __m512 decay = _mm512_set1_ps(c.decay), beta1 = _mm512_set1_ps(c.beta1),
+               one_minus_beta1 = _mm512_set1_ps(c.one_minus_beta1), beta2 = _mm512_set1_ps(c.beta2),
+               one_minus_beta2 = _mm512_set1_ps(c.one_minus_beta2), bc2_sqrt = _mm512_set1_ps(c.bc2_sqrt),
+               eps = _mm512_set1_ps(c.eps), neg_step = _mm512_set1_ps(c.neg_step);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 pi = _mm512_load_ps(p + i);
+    if (c.apply_decay) pi = _mm512_mul_ps(pi, decay);
+    const __m512 gi = _mm512_loadu_ps(g + i);
+    const __m512 mi = _mm512_fmadd_ps(gi, one_minus_beta1, _mm512_mul_ps(_mm512_load_ps(m + i), beta1));
+    const __m512 vi = _mm512_fmadd_ps(_mm512_mul_ps(one_minus_beta2, gi), gi, _mm512_mul_ps(_mm512_load_ps(v + i), beta2));
+    const __m512 d = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc2_sqrt), eps);
+    pi = _mm512_add_ps(pi, _mm512_div_ps(_mm512_mul_ps(neg_step, mi), d));
+    _mm512_stream_ps(m + i, mi);
+    _mm512_stream_ps(v + i, vi);
+    _mm512_stream_ps(p + i, pi);
+  }
+  _mm_sfence();  // non-temporal stores are weakly ordered: make them visible before the threads join
+  if (i < n) UpdateSpan<float>(p + i, g + i, m + i, v + i, n - i, c);
+}
+
+bool Aligned64(const void* x) { return (reinterpret_cast<uintptr_t>(x) & 63) == 0; }
+#endif
+
 template <typename T>
 void Update(const std::vector<at::Tensor>& ps, const std::vector<at::Tensor>& gs, const std::vector<at::Tensor>& ms,
             const std::vector<at::Tensor>& vs, const Constants<T>& c) {
@@ -71,12 +111,26 @@ void Update(const std::vector<at::Tensor>& ps, const std::vector<at::Tensor>& gs
     const int64_t n = ps[t].numel();
     for (int64_t b = 0; b < n; b += kChunk) spans.push_back({static_cast<int64_t>(t), b, std::min(n, b + kChunk)});
   }
+#ifdef FLEXVID_STREAMING_ADAMW
+  static const bool streaming = __builtin_cpu_supports("avx512f");
+#endif
   at::parallel_for(0, static_cast<int64_t>(spans.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t s = begin; s < end; ++s) {
       const Span& sp = spans[s];
       const int64_t t = sp.tensor;
-      UpdateSpan<T>(ps[t].data_ptr<T>() + sp.begin, gs[t].data_ptr<T>() + sp.begin, ms[t].data_ptr<T>() + sp.begin,
-                    vs[t].data_ptr<T>() + sp.begin, sp.end - sp.begin, c);
+      T* p = ps[t].data_ptr<T>() + sp.begin;
+      const T* g = gs[t].data_ptr<T>() + sp.begin;
+      T* m = ms[t].data_ptr<T>() + sp.begin;
+      T* v = vs[t].data_ptr<T>() + sp.begin;
+#ifdef FLEXVID_STREAMING_ADAMW
+      if constexpr (std::is_same_v<T, float>) {
+        if (streaming && Aligned64(p) && Aligned64(m) && Aligned64(v)) {
+          UpdateSpanStreaming(p, g, m, v, sp.end - sp.begin, c);
+          continue;
+        }
+      }
+#endif
+      UpdateSpan<T>(p, g, m, v, sp.end - sp.begin, c);
     }
   });
 }

@@ -35,11 +35,14 @@ namespace {
 
 // Bᵀ applied to six values (a column or a row of an input tile).
 FLEXVID_INLINE void InputRows(const F16* d, F16* t) {
+  // Shared terms: t1, t2 = (d4 − 4·d2) ± (d3 − 4·d1);  t3, t4 = (d4 − d2) ± 2·(d3 − d1).
+  const F16 a = d[4] - 4.0f * d[2], b = d[3] - 4.0f * d[1];
+  const F16 c = d[4] - d[2], e = 2.0f * (d[3] - d[1]);
   t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
-  t[1] = -4.0f * (d[1] + d[2]) + d[3] + d[4];
-  t[2] = 4.0f * (d[1] - d[2]) - d[3] + d[4];
-  t[3] = 2.0f * (d[3] - d[1]) - d[2] + d[4];
-  t[4] = 2.0f * (d[1] - d[3]) - d[2] + d[4];
+  t[1] = a + b;
+  t[2] = a - b;
+  t[3] = c + e;
+  t[4] = c - e;
   t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
 }
 
