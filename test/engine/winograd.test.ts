@@ -100,12 +100,14 @@ test('Winograd 3×3 convolution equals the loop convolution: values and x, weigh
 test('own Winograd F(4×4, 3×3) kernels (whole 4×4 tiles, > 64 × 64 channel pairs): values and gradients against loops, plain and blocked; FLEXVID_OWN_WINOGRAD=0 selects oneDNN’s', { skip: skipWhy }, () => {
   // Shapes chosen for the kernels' edges: 48 output channels (a 32- and a 16-channel column block;
   // 96 columns in the input gradient), 18 tiles (a 12-tile register block and a rest of 6), 48
-  // tiles in two chunks, non-square images. Every pair has more than 64 × 64 channels (below that
+  // tiles in two chunks, non-square images; the weight gradient of up to 192 × 64 channel pairs by
+  // chunks, of more over all tiles at once. Every pair has more than 64 × 64 channels (below that
   // oneDNN's kernels run).
   const shapes: [number, number, number, number, number][] = [
     [3, 96, 48, 8, 12],
     [2, 64, 80, 16, 8],
     [4, 48, 96, 12, 16],
+    [5, 96, 48, 12, 16], // weight gradient by chunks of 24 tiles (60 tiles: two full chunks and a rest)
   ];
   const saved = process.env.FLEXVID_OWN_WINOGRAD;
   try {
