@@ -58,17 +58,19 @@ function naive(qkv: Float64Array, r: { k: Float64Array; q: Float64Array; v: Floa
   return out;
 }
 
-/** The formula with libtorch operators (its autograd is the reference gradient). */
-function composite(qkv: E.Tensor, r: { k: E.Tensor; q: E.Tensor; v: E.Tensor }, bias: E.Tensor, P: number): E.Tensor {
-  const [q, k, v] = qkv.view([B, T, 3, H, d, P]).unbind(2) as [E.Tensor, E.Tensor, E.Tensor]; // [B, T, H, d, P]
-  const rv = (t: E.Tensor) => t.view([B, T, T, H, d]);
+/** The formula with libtorch operators (its autograd is the reference gradient); dims default to the module's. */
+function composite(qkv: E.Tensor, r: { k: E.Tensor; q: E.Tensor; v: E.Tensor }, bias: E.Tensor, P: number, dims = { B, T, C, H }): E.Tensor {
+  const { B: nb, T: nt, C: nc, H: nh } = dims;
+  const dh = nc / nh;
+  const [q, k, v] = qkv.view([nb, nt, 3, nh, dh, P]).unbind(2) as [E.Tensor, E.Tensor, E.Tensor]; // [B, T, H, d, P]
+  const rv = (t: E.Tensor) => t.view([nb, nt, nt, nh, dh]);
   const s = E.einsum('bihep,bjhep->bhpij', [q, k])
     .add(E.einsum('bihep,bijhe->bhpij', [q, rv(r.k)]))
     .add(E.einsum('bjhep,bjihe->bhpij', [k, rv(r.q)]))
-    .mul(scale)
-    .add(bias.view([B, 1, 1, T, T]));
+    .mul(1 / Math.sqrt(dh))
+    .add(bias.view([nb, 1, 1, nt, nt]));
   const a = s.softmax(-1);
-  return E.einsum('bhpij,bjhep->bihep', [a, v]).add(E.einsum('bhpij,bijhe->bihep', [a, rv(r.v)])).reshape([B * T, C, P]);
+  return E.einsum('bhpij,bjhep->bihep', [a, v]).add(E.einsum('bhpij,bijhe->bihep', [a, rv(r.v)])).reshape([nb * nt, nc, P]);
 }
 
 
@@ -122,6 +124,25 @@ for (const P of PIXELS) {
     });
   });
 }
+
+test('fused temporal attention: relative-term gradients with 40-channel heads (sums 16 channels at a time, and a rest of 8)', () => {
+  E.tidy(() => {
+    const dims = { B: 1, T: 3, C: 80, H: 2 };
+    const P2 = 32; // two full 16-pixel tiles
+    const g = new E.Generator(11);
+    const leaves = [E.randn([dims.T, 3 * dims.C, P2], g), ...[0, 1, 2].map(() => E.randn([1, dims.T, dims.T, dims.C], g).mul(0.3))].map((x) => x.requiresGrad_());
+    const [qkv, rk, rq, rv] = leaves as [E.Tensor, E.Tensor, E.Tensor, E.Tensor];
+    const gy = E.randn([dims.T, dims.C, P2], g);
+    E.fusedTemporalAttention(qkv, { k: rk, q: rq, v: rv }, null, 1, dims.H, 1 / Math.sqrt(dims.C / dims.H))!.mul(gy).sum().backward();
+    const ref = leaves.map((x) => x.detach().to({ dtype: 'float64' }).requiresGrad_());
+    const noMask = E.zeros([1, dims.T, dims.T], { dtype: 'float64' });
+    composite(ref[0]!, { k: ref[1]!, q: ref[2]!, v: ref[3]! }, noMask, P2, dims).mul(gy.to({ dtype: 'float64' })).sum().backward();
+    leaves.forEach((x, i) => {
+      const err = maxRelErr(x.grad!.toFloat64Array(), ref[i]!.grad!.toFloat64Array());
+      assert.ok(err < 5e-6, `input ${i}: ${err}`);
+    });
+  });
+});
 
 test('masked frames do not influence the others through the fused kernel', () => {
   E.tidy(() => {
