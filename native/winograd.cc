@@ -172,14 +172,18 @@ at::Tensor IntoLayout(const memory::desc& md, const memory::desc& want, c10::Int
 }
 
 // Our own Winograd kernels (winograd_f43.cc) take the forward pass and both gradients where the
-// image is made of whole 4×4 tiles and the channels are not both 64 or fewer; oneDNN's take the
-// rest, and everything with FLEXVID_OWN_WINOGRAD=0. Measured on a Zen 4 host, 2 threads, forward
-// and backward against oneDNN's: 0.73–0.93× and 0.82–0.92× from 128 channel pairs up (16², 32²,
-// 8² backward), ≈ 1.0–1.1× at 64 → 64 (where the transforms weigh as much as the products).
+// image is made of whole 4×4 tiles and the channel pairs number more than 64 × 64 but their
+// transformed weights U (36 · ic · oc floats) stay within 8 MB; oneDNN's take the rest, and
+// everything with FLEXVID_OWN_WINOGRAD=0. Measured on a Zen 4 host, 2 threads, against oneDNN's:
+// forward and backward 0.73–0.93× and 0.82–0.92× from 128 channel pairs up (8², 16², 32², 64²);
+// ≈ 1.0–1.1× at 64 → 64 (where the transforms weigh as much as the products); 2–3× at 384 → 384
+// and 512 → 512 (each chunk of tiles streams the 21–38 MB U from memory; all tiles' transforms
+// first instead, then one product per ξ, came to 1.0–1.2×).
 bool OwnWinograd(int64_t h, int64_t w, int64_t ic, int64_t oc) {
   // Read at every call (a few hundred nanoseconds) so that a benchmark can switch between the two.
   const char* v = std::getenv("FLEXVID_OWN_WINOGRAD");
-  return !(v && std::string(v) == "0") && h % 4 == 0 && w % 4 == 0 && ic * oc > 64 * 64;
+  const int64_t u_bytes = 36 * ic * oc * static_cast<int64_t>(sizeof(float));
+  return !(v && std::string(v) == "0") && h % 4 == 0 && w % 4 == 0 && ic * oc > 64 * 64 && u_bytes <= (int64_t{8} << 20);
 }
 
 // [n, c, h, w] ↔ [n, c/16, h, w, 16].

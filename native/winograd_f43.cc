@@ -256,11 +256,11 @@ FLEXVID_INLINE void TransformOutputGrads(const float* g, const Dims& s, int64_t 
   }
 }
 
+// Tiles t0 … t0 + count − 1 of a range that starts at tile `base` and holds xi_rows tiles.
 FLEXVID_CLONES void TransformForWeightGrad(const float* x, const float* g, const Dims& s, int64_t t0, int64_t count,
-                                           float* v, float* dm) {
-  const int64_t tiles = s.Tiles();
-  TransformInputs(x, s, t0, count, v + t0 * s.ic, tiles);
-  TransformOutputGrads(g, s, t0, count, dm + t0 * s.oc, tiles);
+                                           int64_t base, int64_t xi_rows, float* v, float* dm) {
+  TransformInputs(x, s, t0, count, v + (t0 - base) * s.ic, xi_rows);
+  TransformOutputGrads(g, s, t0, count, dm + (t0 - base) * s.oc, xi_rows);
 }
 
 // dU_ξ [ic × oc] += V_ξᵀ · dM_ξ for every ξ, over the count tiles t0… of one chunk (V, dM: the
@@ -280,15 +280,22 @@ FLEXVID_CLONES void WeightGradChunk(const float* x, const float* g, const Dims& 
   }
 }
 
-// dU_ξ [ic × oc] = V_ξᵀ · dM_ξ, summed over all tiles (the GEMM's k).
-FLEXVID_CLONES void WeightGradProducts(const float* v, const float* dm, float* du, int64_t tiles, int64_t ic, int64_t oc,
-                                       int64_t xi) {
+// dU_ξ [ic × oc] (+)= V_ξᵀ · dM_ξ, summed over a range of tiles (the GEMM's k; accumulate: added
+// to what dU holds).
+template <bool Acc>
+FLEXVID_INLINE void WeightGradProductsOf(const float* v, const float* dm, float* du, int64_t tiles, int64_t ic,
+                                         int64_t oc, int64_t xi) {
   const float* a = v + xi * tiles * ic;  // a(r = channel, kk = tile) at a[r + kk·ic]
   const float* b = dm + xi * tiles * oc;
   float* c = du + xi * ic * oc;
   int64_t j = 0;
-  for (; j + 32 <= oc; j += 32) ProductsColumns<2>(a, 1, ic, b, c, ic, tiles, oc, j);
-  if (j < oc) ProductsColumns<1>(a, 1, ic, b, c, ic, tiles, oc, j);
+  for (; j + 32 <= oc; j += 32) ProductsColumns<2, Acc>(a, 1, ic, b, c, ic, tiles, oc, j);
+  if (j < oc) ProductsColumns<1, Acc>(a, 1, ic, b, c, ic, tiles, oc, j);
+}
+FLEXVID_CLONES void WeightGradProducts(const float* v, const float* dm, float* du, int64_t tiles, int64_t ic, int64_t oc,
+                                       int64_t xi, bool accumulate) {
+  if (accumulate) WeightGradProductsOf<true>(v, dm, du, tiles, ic, oc, xi);
+  else WeightGradProductsOf<false>(v, dm, du, tiles, ic, oc, xi);
 }
 
 // gw[o][c][3 × 3] = Gᵀ dU[·][c][o] G for input channel c and every output channel o.
@@ -459,20 +466,28 @@ static at::Tensor WeightGradByChunks(const float* x, const float* g, const Dims&
   return threads == 1 ? parts[0] : parts.sum(0);
 }
 
-// dU [36, ic, oc] for larger ones: the transformed tiles of x and of the output gradient, all of
-// them, then 36 products [ic × tiles] · [tiles × oc] with long rows, shared out by ξ.
+// dU [36, ic, oc] for larger ones: the transformed tiles of x and of the output gradient for a
+// range of tiles, then 36 products [ic × tiles] · [tiles × oc] with long rows, shared out by ξ and
+// added up over the ranges. A range holds as many tiles as fit 32 MB of transforms (all of them
+// for the Balls model; a sixth of a Maze batch at 64², whose transforms would take 190 MB).
 static at::Tensor WeightGradByPositions(const float* x, const float* g, const Dims& s) {
   const int64_t tiles = s.Tiles();
-  at::Tensor v = at::empty({36 * tiles * s.ic}, at::dtype(at::kFloat));
-  at::Tensor dm = at::empty({36 * tiles * s.oc}, at::dtype(at::kFloat));
+  int64_t per = std::clamp<int64_t>((int64_t{32} << 20) / (36 * 4 * (s.ic + s.oc)), 64, tiles);
+  // FLEXVID_WINOGRAD_RANGE_TILES: a smaller range, for tests of the accumulation over ranges.
+  if (const char* r = std::getenv("FLEXVID_WINOGRAD_RANGE_TILES")) per = std::clamp<int64_t>(std::atoll(r), 1, tiles);
+  at::Tensor v = at::empty({36 * per * s.ic}, at::dtype(at::kFloat));
+  at::Tensor dm = at::empty({36 * per * s.oc}, at::dtype(at::kFloat));
   at::Tensor du = at::empty({36 * s.ic * s.oc}, at::dtype(at::kFloat));
   float *vp = v.data_ptr<float>(), *dmp = dm.data_ptr<float>(), *dup = du.data_ptr<float>();
-  at::parallel_for(0, tiles, 8, [&](int64_t begin, int64_t end) {
-    TransformForWeightGrad(x, g, s, begin, end - begin, vp, dmp);
-  });
-  at::parallel_for(0, 36, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t xi = begin; xi < end; ++xi) WeightGradProducts(vp, dmp, dup, tiles, s.ic, s.oc, xi);
-  });
+  for (int64_t base = 0; base < tiles; base += per) {
+    const int64_t count = std::min(per, tiles - base);
+    at::parallel_for(base, base + count, 8, [&](int64_t begin, int64_t end) {
+      TransformForWeightGrad(x, g, s, begin, end - begin, base, count, vp, dmp);
+    });
+    at::parallel_for(0, 36, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t xi = begin; xi < end; ++xi) WeightGradProducts(vp, dmp, dup, count, s.ic, s.oc, xi, base > 0);
+    });
+  }
   return du;
 }
 

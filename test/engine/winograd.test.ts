@@ -108,8 +108,10 @@ test('own Winograd F(4×4, 3×3) kernels (whole 4×4 tiles, > 64 × 64 channel p
     [2, 64, 80, 16, 8],
     [4, 48, 96, 12, 16],
     [5, 96, 48, 12, 16], // weight gradient by chunks of 24 tiles (60 tiles: two full chunks and a rest)
+    [2, 128, 128, 8, 8], // weight gradient over all tiles, here in ranges of 3 (FLEXVID_WINOGRAD_RANGE_TILES)
   ];
   const saved = process.env.FLEXVID_OWN_WINOGRAD;
+  process.env.FLEXVID_WINOGRAD_RANGE_TILES = '3';
   try {
     for (const [N, C, O, H, W] of shapes) {
       for (const blocked of [false, true]) {
@@ -148,6 +150,7 @@ test('own Winograd F(4×4, 3×3) kernels (whole 4×4 tiles, > 64 × 64 channel p
   } finally {
     if (saved === undefined) delete process.env.FLEXVID_OWN_WINOGRAD;
     else process.env.FLEXVID_OWN_WINOGRAD = saved;
+    delete process.env.FLEXVID_WINOGRAD_RANGE_TILES;
   }
 });
 
