@@ -416,12 +416,13 @@ function narrowEligible(x: Tensor, weight: Tensor, o: ConvOptions): boolean {
  * the U-Net's downsampling; stride 1 on images under 8×8, where Winograd does not win) run
  * oneDNN's direct kernels through `flexvid::conv3x3_direct` (native/winograd.cc): the same kernels
  * as libtorch's, without the overhead around its backward (1.5–2.5× the kernels' time measured).
- * Under the Winograd switch; `FLEXVID_DIRECT_CONV=0` (read at every call) turns only this off.
+ * Under the Winograd switch; `FLEXVID_DIRECT_CONV=0` turns only this off.
  * Returns the stride, or 0 when not eligible.
  */
+const directConvEnabled = process.env.FLEXVID_DIRECT_CONV !== '0';
 function directStride(x: Tensor, weight: Tensor, o: ConvOptions): number {
   if (!winogradEnabled || x.device !== 'cpu' || x.dtype !== 'float32' || weight.dtype !== 'float32' || (o.groups ?? 1) !== 1) return 0;
-  if (process.env.FLEXVID_DIRECT_CONV === '0') return 0;
+  if (!directConvEnabled) return 0;
   const [oc, ic, kh, kw] = weight.shape as [number, number, number, number];
   if (x.ndim !== 4 || kh !== 3 || kw !== 3 || ic % 16 !== 0 || oc % 16 !== 0) return 0;
   const [sh, sw] = rep(o.stride, 2, 1);
