@@ -9,6 +9,7 @@
  * Usage: npm run bench -- model [--cases balls-train,balls-sample,maze-train,maze-sample] [--reps 3] [--warmup 3] [--threads 2] [--no-pytorch]
  *        [--amp bf16]                     (forward passes under bf16 autocast, ours and the peer's)
  *        [--profile] [--profile-shapes]   (print an operator profile of one step per case, to stderr)
+ *        [--per-rep]                      (print every repetition's times and ratio, to stderr)
  *        [--peer-layout spec|reference]   (the peer's attention: einsums written from the spec (default), or
  *                                          the reference implementation's operation order; equal results)
  *        [--same-work]                    (do exactly the reference's work: every frame through the whole
@@ -152,6 +153,7 @@ export async function run(args: string[]): Promise<void> {
         const p = (await peer.request({ cmd: 'step' })) as { ms: number };
         theirs.push(p.ms);
         ratios.push(ms / p.ms);
+        if (args.includes('--per-rep')) process.stderr.write(`${name} rep ${r + 1}: ${ms.toFixed(0)} / ${p.ms.toFixed(0)} ms = ${(ms / p.ms).toFixed(3)}\n`);
       }
     }
     b.dispose();
