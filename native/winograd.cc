@@ -19,6 +19,7 @@
 #include <ATen/Parallel.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -202,13 +203,66 @@ at::Tensor ToPlain(const at::Tensor& xb) {
 
 // out [n, cout/16, h, w, 16] = conv(xb [n, cin/16, h, w, 16]) + bias by our kernels, with w
 // [oc, ic, 3, 3] as given (forward: cin = ic, cout = oc) or transposed and flipped (input_grad).
+// Transformed filters kept for no-grad passes (sampling) of convolutions with few tiles, where
+// transforming the weights costs more than the products (at 8×8, 10 frames: 40 tiles; measured:
+// the one-video Balls sampling stage 0.96–0.97×; with every convolution cached it was 1.03×, a
+// freshly transformed U being in cache and a kept one not). An entry keeps a copy of the weights
+// it was made from and is used only while they are equal (memcmp: parameters are updated in place
+// by kernels that do not count versions); up to 256 MB in all. FLEXVID_WINOGRAD_CACHE=0: off.
+constexpr int64_t kFewTiles = 64;
+struct FilterKey {
+  const void* data;
+  int64_t oc, ic;
+  bool input_grad;
+  bool operator==(const FilterKey& o) const {
+    return data == o.data && oc == o.oc && ic == o.ic && input_grad == o.input_grad;
+  }
+};
+struct FilterKeyHash {
+  size_t operator()(const FilterKey& k) const {
+    return HashInts({reinterpret_cast<int64_t>(k.data), k.oc, k.ic, k.input_grad ? 1 : 0});
+  }
+};
+struct FilterEntry {
+  at::Tensor weights, u;
+};
+std::mutex g_filters_mutex;
+std::unordered_map<FilterKey, FilterEntry, FilterKeyHash> g_filters;
+int64_t g_filter_bytes = 0;
+
+at::Tensor TransformedFilters(const at::Tensor& w, bool input_grad, int64_t tiles) {
+  const int64_t oc = w.size(0), ic = w.size(1);
+  auto transform = [&] {
+    at::Tensor u = at::empty({36 * ic * oc}, at::dtype(at::kFloat));
+    WinogradF43Weights(w.data_ptr<float>(), oc, ic, input_grad, u.data_ptr<float>());
+    return u;
+  };
+  const char* off = std::getenv("FLEXVID_WINOGRAD_CACHE");
+  if (at::GradMode::is_enabled() || tiles > kFewTiles || (off && off[0] == '0')) return transform();
+  const int64_t bytes = w.numel() * static_cast<int64_t>(sizeof(float));
+  std::lock_guard<std::mutex> lock(g_filters_mutex);
+  const FilterKey key{w.data_ptr(), oc, ic, input_grad};
+  auto it = g_filters.find(key);
+  if (it != g_filters.end()) {
+    FilterEntry& e = it->second;
+    if (std::memcmp(e.weights.data_ptr(), w.data_ptr(), bytes) != 0) {
+      e.u = transform();  // a new tensor: a caller may still hold the old one
+      e.weights.copy_(w);
+    }
+    return e.u;
+  }
+  at::Tensor u = transform();
+  if (g_filter_bytes + 5 * bytes <= (int64_t{256} << 20)) {  // the copy, and U (36/9 = 4× the weights)
+    g_filters.emplace(key, FilterEntry{w.clone(), u});
+    g_filter_bytes += 5 * bytes;
+  }
+  return u;
+}
+
 at::Tensor OwnWinogradBlocked(const at::Tensor& xb, const at::Tensor& w, const float* bias, bool input_grad) {
   const int64_t oc = w.size(0), ic = w.size(1), cin = input_grad ? oc : ic, cout = input_grad ? ic : oc;
-  // Transformed at every call (≈ 0.1 ms; a cache of them for sampling, checked against a copy of
-  // the weights, measured no faster).
-  at::Tensor u = at::empty({36 * ic * oc}, at::dtype(at::kFloat));
-  WinogradF43Weights(w.data_ptr<float>(), oc, ic, input_grad, u.data_ptr<float>());
   const int64_t n = xb.size(0), h = xb.size(2), wd = xb.size(3);
+  const at::Tensor u = TransformedFilters(w, input_grad, n * (h / 4) * (wd / 4));
   at::Tensor out = at::empty({n, cout / 16, h, wd, 16}, at::dtype(at::kFloat));
   WinogradF43Forward(xb.data_ptr<float>(), u.data_ptr<float>(), bias, n, cin, cout, h, wd, out.data_ptr<float>());
   return out;

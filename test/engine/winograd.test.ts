@@ -154,6 +154,28 @@ test('own Winograd F(4×4, 3×3) kernels (whole 4×4 tiles, > 64 × 64 channel p
   }
 });
 
+test('own Winograd in inference with few tiles: kept transformed weights follow in-place weight changes', { skip: skipWhy }, () => {
+  // [2, 96 → 48, 8×8]: 8 tiles, so no-grad calls keep the transformed weights between calls.
+  const [N, C, O, H, W] = [2, 96, 48, 8, 8];
+  E.tidy(() => {
+    const g = new E.Generator(21);
+    const x = E.randn([N, C, H, W], g);
+    const w = E.randn([O, C, 3, 3], g).mul(0.1);
+    const b = E.randn([O], g);
+    const check = (tag: string) => {
+      const got = E.inferenceMode(() => call('flexvid::conv3x3', x, w, b) as E.Tensor).toFloat64Array();
+      const want = naiveConv(x.toFloat64Array(), w.toFloat64Array(), b.toFloat64Array(), N, C, O, H, W);
+      assert.ok(relErr(got, want) < 1e-5, `${tag}: ${relErr(got, want)}`);
+    };
+    check('first call');
+    check('second call (kept filters)');
+    E.noGrad(() => w.mul_(-2).add_(0.01)); // in place, as optimizers update parameters
+    check('after an in-place update');
+    E.noGrad(() => w.narrow(0, 5, 1).zero_()); // a change to one filter only
+    check('after changing one filter');
+  });
+});
+
 test('Winograd convolution without bias, and with only the weight requiring a gradient', { skip: skipWhy }, () => {
   E.tidy(() => {
     const [N, C, O, H, W] = [1, 16, 16, 8, 8];
