@@ -87,6 +87,24 @@ FLEXVID_INLINE void FilterGradRows(const F16* u, F16* g) {
   g[2] = (1.0f / 6.0f) * (s34 - s12) + u[5];
 }
 
+// out = R d Rᵀ for the separable transform whose one-dimensional form `rows` maps In values to
+// Out (InputRows, OutputRows, …): down every column of d [In][In], then along every row.
+template <int In, int Out, typename Rows>
+FLEXVID_INLINE void Separable(const F16 (&d)[In][In], F16 (&out)[Out][Out], Rows rows) {
+  F16 u[Out][In];
+#pragma GCC unroll 6
+  for (int j = 0; j < In; ++j) {
+    F16 column[In], t[Out];
+#pragma GCC unroll 6
+    for (int i = 0; i < In; ++i) column[i] = d[i][j];
+    rows(column, t);
+#pragma GCC unroll 6
+    for (int i = 0; i < Out; ++i) u[i][j] = t[i];
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < Out; ++i) rows(u[i], out[i]);
+}
+
 struct Dims {
   int64_t n, ic, oc, h, w;
   int64_t TilesY() const { return h / 4; }
@@ -103,29 +121,17 @@ FLEXVID_INLINE void TransformInputs(const float* x, const Dims& s, int64_t t0, i
     const bool inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= s.h && x0 + 6 <= s.w;
     for (int64_t cb = 0; cb < blocks; ++cb) {
       const float* plane = x + (nn * blocks + cb) * s.h * s.w * 16;
-      F16 d[6][6], u[6][6];
+      F16 d[6][6], t[6][6];
 #pragma GCC unroll 6
       for (int i = 0; i < 6; ++i)
 #pragma GCC unroll 6
         for (int j = 0; j < 6; ++j) {
           const int64_t yy = y0 + i, xx = x0 + j;
-          d[j][i] = inside || (yy >= 0 && yy < s.h && xx >= 0 && xx < s.w) ? LoadF16(plane + (yy * s.w + xx) * 16) : F16{};
+          d[i][j] = inside || (yy >= 0 && yy < s.h && xx >= 0 && xx < s.w) ? LoadF16(plane + (yy * s.w + xx) * 16) : F16{};
         }
-      // d[j] is column j; Bᵀ down each column, then along each row.
-#pragma GCC unroll 6
-      for (int j = 0; j < 6; ++j) {
-        F16 t[6];
-        InputRows(d[j], t);
-#pragma GCC unroll 6
-        for (int i = 0; i < 6; ++i) u[i][j] = t[i];
-      }
-#pragma GCC unroll 6
-      for (int i = 0; i < 6; ++i) {
-        F16 t[6];
-        InputRows(u[i], t);
-#pragma GCC unroll 6
-        for (int j = 0; j < 6; ++j) StoreF16(v + ((i * 6 + j) * xi_rows + r) * s.ic + cb * 16, t[j]);
-      }
+      Separable(d, t, [](const F16* a, F16* b) { InputRows(a, b); });
+#pragma GCC unroll 36
+      for (int xi = 0; xi < 36; ++xi) StoreF16(v + (xi * xi_rows + r) * s.ic + cb * 16, t[xi / 6][xi % 6]);
     }
   }
 }
@@ -195,25 +201,16 @@ FLEXVID_INLINE void TransformOutputs(const float* m, const float* bias, const Di
   for (int64_t r = 0; r < count; ++r) {
     const int64_t t = t0 + r, nn = t / (ty_n * tx_n), ty = (t / tx_n) % ty_n, tx = t % tx_n;
     for (int64_t cb = 0; cb < blocks; ++cb) {
-      F16 col[6][6], u[4][6];
+      F16 d[6][6], o[4][4];
 #pragma GCC unroll 36
-      for (int xi = 0; xi < 36; ++xi) col[xi % 6][xi / 6] = LoadF16(m + (xi * count + r) * s.oc + cb * 16);
-#pragma GCC unroll 6
-      for (int j = 0; j < 6; ++j) {
-        F16 o[4];
-        OutputRows(col[j], o);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) u[i][j] = o[i];
-      }
+      for (int xi = 0; xi < 36; ++xi) d[xi / 6][xi % 6] = LoadF16(m + (xi * count + r) * s.oc + cb * 16);
+      Separable(d, o, [](const F16* a, F16* b) { OutputRows(a, b); });
       const F16 b = bias ? LoadF16(bias + cb * 16) : F16{};
       float* out = y + ((nn * blocks + cb) * s.h + ty * 4) * s.w * 16 + tx * 4 * 16;
 #pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) {
-        F16 o[4];
-        OutputRows(u[i], o);
+      for (int i = 0; i < 4; ++i)
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) StoreF16(out + (i * s.w + j) * 16, o[j] + b);
-      }
+        for (int j = 0; j < 4; ++j) StoreF16(out + (i * s.w + j) * 16, o[i][j] + b);
     }
   }
 }
@@ -233,25 +230,14 @@ FLEXVID_INLINE void TransformOutputGrads(const float* g, const Dims& s, int64_t 
     const int64_t t = t0 + r, nn = t / (ty_n * tx_n), ty = (t / tx_n) % ty_n, tx = t % tx_n;
     for (int64_t cb = 0; cb < blocks; ++cb) {
       const float* in = g + ((nn * blocks + cb) * s.h + ty * 4) * s.w * 16 + tx * 4 * 16;
-      F16 col[4][4], u[6][4];
+      F16 d[4][4], t[6][6];
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i)
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) col[j][i] = LoadF16(in + (i * s.w + j) * 16);
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        F16 m[6];
-        OutputGradRows(col[j], m);
-#pragma GCC unroll 6
-        for (int i = 0; i < 6; ++i) u[i][j] = m[i];
-      }
-#pragma GCC unroll 6
-      for (int i = 0; i < 6; ++i) {
-        F16 m[6];
-        OutputGradRows(u[i], m);
-#pragma GCC unroll 6
-        for (int j = 0; j < 6; ++j) StoreF16(dm + ((i * 6 + j) * xi_rows + r) * s.oc + cb * 16, m[j]);
-      }
+        for (int j = 0; j < 4; ++j) d[i][j] = LoadF16(in + (i * s.w + j) * 16);
+      Separable(d, t, [](const F16* a, F16* b) { OutputGradRows(a, b); });
+#pragma GCC unroll 36
+      for (int xi = 0; xi < 36; ++xi) StoreF16(dm + (xi * xi_rows + r) * s.oc + cb * 16, t[xi / 6][xi % 6]);
     }
   }
 }
@@ -261,23 +247,6 @@ FLEXVID_CLONES void TransformForWeightGrad(const float* x, const float* g, const
                                            int64_t base, int64_t xi_rows, float* v, float* dm) {
   TransformInputs(x, s, t0, count, v + (t0 - base) * s.ic, xi_rows);
   TransformOutputGrads(g, s, t0, count, dm + (t0 - base) * s.oc, xi_rows);
-}
-
-// dU_ξ [ic × oc] += V_ξᵀ · dM_ξ for every ξ, over the count tiles t0… of one chunk (V, dM: the
-// chunk's transforms, ξ stride count rows): the weight gradient of small channel counts, whose
-// dU (36 · ic · oc floats) stays in the thread's L2 while the chunks stream by.
-FLEXVID_CLONES void WeightGradChunk(const float* x, const float* g, const Dims& s, int64_t t0, int64_t count, float* v,
-                                    float* dm, float* du) {
-  TransformInputs(x, s, t0, count, v, count);
-  TransformOutputGrads(g, s, t0, count, dm, count);
-  for (int xi = 0; xi < 36; ++xi) {
-    const float* a = v + xi * count * s.ic;
-    const float* b = dm + xi * count * s.oc;
-    float* c = du + xi * s.ic * s.oc;
-    int64_t j = 0;
-    for (; j + 32 <= s.oc; j += 32) ProductsColumns<2, true>(a, 1, s.ic, b, c, s.ic, count, s.oc, j);
-    if (j < s.oc) ProductsColumns<1, true>(a, 1, s.ic, b, c, s.ic, count, s.oc, j);
-  }
 }
 
 // dU_ξ [ic × oc] (+)= V_ξᵀ · dM_ξ, summed over a range of tiles (the GEMM's k; accumulate: added
@@ -292,6 +261,16 @@ FLEXVID_INLINE void WeightGradProductsOf(const float* v, const float* dm, float*
   for (; j + 32 <= oc; j += 32) ProductsColumns<2, Acc>(a, 1, ic, b, c, ic, tiles, oc, j);
   if (j < oc) ProductsColumns<1, Acc>(a, 1, ic, b, c, ic, tiles, oc, j);
 }
+// dU_ξ [ic × oc] += V_ξᵀ · dM_ξ for every ξ, over the count tiles t0… of one chunk (V, dM: the
+// chunk's transforms, ξ stride count rows): the weight gradient of small channel counts, whose
+// dU (36 · ic · oc floats) stays in the thread's L2 while the chunks stream by.
+FLEXVID_CLONES void WeightGradChunk(const float* x, const float* g, const Dims& s, int64_t t0, int64_t count, float* v,
+                                    float* dm, float* du) {
+  TransformInputs(x, s, t0, count, v, count);
+  TransformOutputGrads(g, s, t0, count, dm, count);
+  for (int xi = 0; xi < 36; ++xi) WeightGradProductsOf<true>(v, dm, du, count, s.ic, s.oc, xi);
+}
+
 FLEXVID_CLONES void WeightGradProducts(const float* v, const float* dm, float* du, int64_t tiles, int64_t ic, int64_t oc,
                                        int64_t xi, bool accumulate) {
   if (accumulate) WeightGradProductsOf<true>(v, dm, du, tiles, ic, oc, xi);
@@ -301,24 +280,13 @@ FLEXVID_CLONES void WeightGradProducts(const float* v, const float* dm, float* d
 // gw[o][c][3 × 3] = Gᵀ dU[·][c][o] G for input channel c and every output channel o.
 FLEXVID_CLONES void FilterGrads(const float* du, int64_t ic, int64_t oc, int64_t c, float* gw) {
   for (int64_t o = 0; o < oc; o += 16) {
-    F16 t[3][6];
-#pragma GCC unroll 6
-    for (int j = 0; j < 6; ++j) {
-      F16 column[6], out[3];
-#pragma GCC unroll 6
-      for (int i = 0; i < 6; ++i) column[i] = LoadF16(du + ((i * 6 + j) * ic + c) * oc + o);
-      FilterGradRows(column, out);
-#pragma GCC unroll 3
-      for (int a = 0; a < 3; ++a) t[a][j] = out[a];
-    }
-#pragma GCC unroll 3
-    for (int a = 0; a < 3; ++a) {
-      F16 out[3];
-      FilterGradRows(t[a], out);
-#pragma GCC unroll 3
-      for (int b = 0; b < 3; ++b)
-        for (int l = 0; l < 16; ++l) gw[((o + l) * ic + c) * 9 + a * 3 + b] = out[b][l];
-    }
+    F16 d[6][6], g[3][3];
+#pragma GCC unroll 36
+    for (int xi = 0; xi < 36; ++xi) d[xi / 6][xi % 6] = LoadF16(du + (xi * ic + c) * oc + o);
+    Separable(d, g, [](const F16* a, F16* b) { FilterGradRows(a, b); });
+#pragma GCC unroll 9
+    for (int k = 0; k < 9; ++k)
+      for (int l = 0; l < 16; ++l) gw[((o + l) * ic + c) * 9 + k] = g[k / 3][k % 3][l];
   }
 }
 
@@ -340,23 +308,12 @@ FLEXVID_CLONES void BiasGrad(const float* g, int64_t n, int64_t blocks, int64_t 
 // U[ξ = 6i + j][row][col] = (G g Gᵀ)[i][j] for the filter g of column col, 16 columns per vector.
 FLEXVID_CLONES void TransformFilters(const float* taps, int64_t rows, int64_t row, int64_t cols, float* u) {
   for (int64_t col = 0; col < cols; col += 16) {
-    F16 g[3][3], t[3][6];
+    F16 g[3][3], t[6][6];
 #pragma GCC unroll 9
     for (int k = 0; k < 9; ++k) g[k / 3][k % 3] = LoadF16(taps + k * cols + col);
-    // t[kx] = G applied down column kx of g; then G along each of the six rows.
-#pragma GCC unroll 3
-    for (int kx = 0; kx < 3; ++kx) {
-      const F16 column[3] = {g[0][kx], g[1][kx], g[2][kx]};
-      FilterRows(column, t[kx]);
-    }
-#pragma GCC unroll 6
-    for (int i = 0; i < 6; ++i) {
-      const F16 row3[3] = {t[0][i], t[1][i], t[2][i]};
-      F16 o[6];
-      FilterRows(row3, o);
-#pragma GCC unroll 6
-      for (int j = 0; j < 6; ++j) StoreF16(u + ((i * 6 + j) * rows + row) * cols + col, o[j]);
-    }
+    Separable(g, t, [](const F16* a, F16* b) { FilterRows(a, b); });
+#pragma GCC unroll 36
+    for (int xi = 0; xi < 36; ++xi) StoreF16(u + (xi * rows + row) * cols + col, t[xi / 6][xi % 6]);
   }
 }
 
