@@ -187,7 +187,8 @@ bool OwnWinograd(int64_t h, int64_t w, int64_t ic, int64_t oc) {
   return !(v && std::string(v) == "0") && h % 4 == 0 && w % 4 == 0 && ic * oc > 64 * 64 && u_bytes <= (int64_t{8} << 20);
 }
 
-// [n, c, h, w] ↔ [n, c/16, h, w, 16].
+// [n, c, h, w] ↔ [n, c/16, h, w, 16] by the fused_norm.cc register-tile kernels, for use inside
+// autograd functions (not differentiable; PlainToBlocked / BlockedToPlain below are, for fallbacks).
 at::Tensor ToBlocked(const at::Tensor& x) {
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   at::Tensor out = at::empty({n, c / 16, h, w, 16}, at::dtype(at::kFloat));
@@ -538,18 +539,12 @@ class UnblockAddFunction : public torch::autograd::Function<UnblockAddFunction> 
     at::Tensor out = at::empty_like(r, at::MemoryFormat::Contiguous);
     UnblockAddRaw(h.data_ptr<float>(), r.data_ptr<float>(), out.data_ptr<float>(), r.size(0), r.size(1),
                   r.size(2) * r.size(3));
-    ctx->saved_data["hshape"] = h.sizes();
     return out;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     at::Tensor g = grads[0].contiguous();
-    at::Tensor gh;
-    if (ctx->needs_input_grad(0)) {
-      gh = at::empty(ctx->saved_data["hshape"].toIntVector(), g.options());
-      BlockRaw(g.data_ptr<float>(), gh.data_ptr<float>(), g.size(0), g.size(1), g.size(2) * g.size(3));
-    }
-    return {gh, ctx->needs_input_grad(1) ? g : at::Tensor()};
+    return {ctx->needs_input_grad(0) ? ToBlocked(g) : at::Tensor(), ctx->needs_input_grad(1) ? g : at::Tensor()};
   }
 };
 
