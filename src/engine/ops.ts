@@ -316,6 +316,11 @@ export function winogradConvEnabled(): boolean {
   return winogradEnabled;
 }
 
+/** Does a convolution option (an int or a pair, `dflt` when absent) equal `want` in both dimensions? */
+function allOf(v: IntOrPair | undefined, dflt: number, want: number): boolean {
+  return rep(v, 2, dflt).every((e) => e === want);
+}
+
 /** The convolutions the Winograd kernels cover and win on: float32 CPU, 3×3, stride 1, padding 1, channels multiples of 16, at least 8×8, no autocast. */
 function winogradEligible(x: Tensor, weight: Tensor, o: ConvOptions): boolean {
   if (!winogradEnabled || x.device !== 'cpu' || x.dtype !== 'float32' || weight.dtype !== 'float32' || (o.groups ?? 1) !== 1) return false;
@@ -323,8 +328,7 @@ function winogradEligible(x: Tensor, weight: Tensor, o: ConvOptions): boolean {
   if (kh !== 3 || kw !== 3 || ic % 16 !== 0 || oc % 16 !== 0 || x.ndim !== 4) return false;
   // Below 8×8 the 4×4-output tiles are mostly padding and the direct kernel wins (measured at 4×4).
   if (x.shape[2]! < 8 || x.shape[3]! < 8) return false;
-  const ones = (v: IntOrPair | undefined, dflt: number) => rep(v, 2, dflt).every((e) => e === 1);
-  return ones(o.stride, 1) && ones(o.padding, 0) && ones(o.dilation, 1) && !native.isAutocast('cpu');
+  return allOf(o.stride, 1, 1) && allOf(o.padding, 0, 1) && allOf(o.dilation, 1, 1) && !native.isAutocast('cpu');
 }
 
 /**
@@ -407,8 +411,7 @@ function narrowEligible(x: Tensor, weight: Tensor, o: ConvOptions): boolean {
   if (!nativeNarrowConv || x.device !== 'cpu' || x.dtype !== 'float32' || weight.dtype !== 'float32' || (o.groups ?? 1) !== 1) return false;
   const [oc, ic, kh, kw] = weight.shape as [number, number, number, number];
   if (x.ndim !== 4 || kh !== 3 || kw !== 3 || Math.min(oc, ic) > 8 || x.shape[3]! % 16 !== 0) return false;
-  const all = (v: IntOrPair | undefined, dflt: number, want: number) => rep(v, 2, dflt).every((e) => e === want);
-  return all(o.stride, 1, 1) && all(o.padding, 0, 1) && all(o.dilation, 1, 1) && !native.isAutocast('cpu');
+  return allOf(o.stride, 1, 1) && allOf(o.padding, 0, 1) && allOf(o.dilation, 1, 1) && !native.isAutocast('cpu');
 }
 
 /**
@@ -426,8 +429,7 @@ function directStride(x: Tensor, weight: Tensor, o: ConvOptions): number {
   const [oc, ic, kh, kw] = weight.shape as [number, number, number, number];
   if (x.ndim !== 4 || kh !== 3 || kw !== 3 || ic % 16 !== 0 || oc % 16 !== 0) return 0;
   const [sh, sw] = rep(o.stride, 2, 1);
-  const all = (v: IntOrPair | undefined, dflt: number, want: number) => rep(v, 2, dflt).every((e) => e === want);
-  if (sh !== sw || (sh !== 1 && sh !== 2) || !all(o.padding, 0, 1) || !all(o.dilation, 1, 1) || native.isAutocast('cpu')) return 0;
+  if (sh !== sw || (sh !== 1 && sh !== 2) || !allOf(o.padding, 0, 1) || !allOf(o.dilation, 1, 1) || native.isAutocast('cpu')) return 0;
   return sh;
 }
 
