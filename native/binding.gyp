@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "flexvid",
-      "sources": ["flexvid.cc", "c10d.cc", "winograd.cc", "fused_norm.cc", "attention.cc", "temporal_attention.cc", "project.cc", "optim.cc", "resample.cc", "narrow_conv.cc", "winograd_f43.cc"],
+      "sources": ["flexvid.cc", "c10d.cc", "winograd.cc", "fused_norm.cc", "attention.cc", "temporal_attention.cc", "project.cc", "optim.cc", "resample.cc", "narrow_conv.cc", "winograd_f43.cc", "cpu_allocator.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(node find-libtorch.mjs include)"

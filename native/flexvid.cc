@@ -843,6 +843,27 @@ Napi::Value HasOp(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// Defined in cpu_allocator.cc.
+namespace flexvid {
+void InstallCachingCpuAllocator();
+bool SetCpuCacheEnabled(bool on);
+size_t CachedCpuBytes();
+}  // namespace flexvid
+using flexvid::CachedCpuBytes;
+using flexvid::InstallCachingCpuAllocator;
+using flexvid::SetCpuCacheEnabled;
+
+// setCpuCache(on) -> whether the caching CPU allocator is installed (FLEXVID_CPU_CACHE=0 leaves
+// libtorch's own); off also returns the cached buffers to the system.
+Napi::Value SetCpuCache(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), SetCpuCacheEnabled(info[0].ToBoolean().Value()));
+}
+
+// cpuCacheBytes() -> bytes of freed tensor buffers the caching CPU allocator holds for reuse.
+Napi::Value CpuCacheBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(CachedCpuBytes()));
+}
+
 // Defined in c10d.cc when the distributed layer is compiled in.
 void RegisterDistributed(Napi::Env env, Napi::Object exports);
 
@@ -864,6 +885,7 @@ static void TuneAllocator() {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   TuneAllocator();
+  InstallCachingCpuAllocator();
   exports.Set("resolveOp", Napi::Function::New(env, flexvid::Guarded<ResolveOp>));
   exports.Set("opSchema", Napi::Function::New(env, flexvid::Guarded<OpSchema>));
   exports.Set("callOp", Napi::Function::New(env, flexvid::Guarded<CallOp>));
@@ -879,6 +901,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sameTensor", Napi::Function::New(env, flexvid::Guarded<SameTensor>));
   exports.Set("liveCount", Napi::Function::New(env, flexvid::Guarded<LiveCount>));
   exports.Set("liveBytes", Napi::Function::New(env, flexvid::Guarded<LiveBytes>));
+  exports.Set("setCpuCache", Napi::Function::New(env, flexvid::Guarded<SetCpuCache>));
+  exports.Set("cpuCacheBytes", Napi::Function::New(env, flexvid::Guarded<CpuCacheBytes>));
   exports.Set("setRequiresGrad", Napi::Function::New(env, flexvid::Guarded<SetRequiresGrad>));
   exports.Set("grad", Napi::Function::New(env, flexvid::Guarded<Grad>));
   exports.Set("setGrad", Napi::Function::New(env, flexvid::Guarded<SetGrad>));

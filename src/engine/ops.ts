@@ -878,6 +878,21 @@ export function liveTensorBytes(): { cpu: number; cuda: number } {
   return native.liveBytes();
 }
 
+/**
+ * The caching CPU allocator (native/cpu_allocator.cc): freed tensor buffers of 64 KiB–16 MiB are
+ * kept, up to 256 MiB, for the next tensor of the same byte size. `setCpuCache(false)` sends new
+ * allocations to libtorch's own allocator and frees what is cached; the return value says whether
+ * the cache is installed at all (the environment variable FLEXVID_CPU_CACHE=0 leaves it out).
+ */
+export function setCpuCache(enabled: boolean): boolean {
+  return (native.setCpuCache as (on: boolean) => boolean)(enabled);
+}
+
+/** Bytes of freed tensor buffers the caching CPU allocator holds for reuse. */
+export function cpuCacheBytes(): number {
+  return (native.cpuCacheBytes as () => number)();
+}
+
 export function torchVersion(): string {
   return native.version().torch;
 }

@@ -98,3 +98,32 @@ test('garbage-collector safety net frees forgotten tensors', async () => {
   }
   assert.equal(E.liveTensorCount(), before);
 });
+
+test('caching CPU allocator: a freed buffer is kept and handed to the next tensor of its size, never to two live tensors', (t) => {
+  if (!E.setCpuCache(true)) return t.skip('FLEXVID_CPU_CACHE=0');
+  try {
+    const n = 1 << 16; // 256 KiB of float32: inside the cached size range
+    const base = E.cpuCacheBytes();
+    const a = E.full([n], 1);
+    a.dispose();
+    assert.equal(E.cpuCacheBytes(), base + 4 * n, 'the freed buffer is cached');
+    const b = E.full([n], 2); // takes it back
+    assert.equal(E.cpuCacheBytes(), base);
+    const c = E.full([n], 3); // the cache has no second one: a fresh buffer
+    assert.equal(E.cpuCacheBytes(), base);
+    assert.deepEqual([b.max().item(), b.min().item(), c.max().item(), c.min().item()], [2, 2, 3, 3]);
+    E.disposeAll([b, c]);
+    assert.equal(E.cpuCacheBytes(), base + 8 * n);
+    // sizes outside the range pass through
+    E.full([100], 1).dispose();
+    E.full([5 << 20], 1).dispose(); // 20 MiB
+    assert.equal(E.cpuCacheBytes(), base + 8 * n);
+    // off: frees the cache and allocates through libtorch's allocator
+    E.setCpuCache(false);
+    assert.equal(E.cpuCacheBytes(), 0);
+    E.full([n], 1).dispose();
+    assert.equal(E.cpuCacheBytes(), 0);
+  } finally {
+    E.setCpuCache(true);
+  }
+});
