@@ -45,8 +45,11 @@ interface Bench {
   dispose(): void;
 }
 
-/** `sameWork`: the reference's exact work — every frame to the end, and the Heun sampler's discarded warm-up call. */
-function setup(caseName: string, amp: 'off' | 'bf16', sameWork: boolean, videos: number): Bench {
+/**
+ * `sameWork`: the reference's exact work — every frame to the end, and the Heun sampler's discarded
+ * warm-up call. Exported for in-process A/B scripts (build a case, alternate a switch step by step).
+ */
+export function setup(caseName: string, amp: 'off' | 'bf16', sameWork: boolean, videos: number): Bench {
   const [name, kind] = caseName.split('-') as ['balls' | 'maze', 'train' | 'sample'];
   const c = CONFIGS[name];
   setInitSeed(0);
