@@ -13,4 +13,12 @@ inline void RefuseDoubleBackward(const char* op, const char* switch_off) {
               switch_off);
 }
 
+// Records an in-place write made through data pointers rather than by an ATen operator (which
+// would bump the version counter itself), so that checks of `_version` — the caches of tensors
+// derived from parameters (Module.derived in TypeScript) — see it. Inference tensors have no
+// version counter.
+inline void MarkWritten(const at::Tensor& t) {
+  if (t.defined() && !t.is_inference()) t.unsafeGetTensorImpl()->bump_version();
+}
+
 }  // namespace flexvid

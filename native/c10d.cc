@@ -12,6 +12,7 @@
 // distributedAvailable() is false, with the reason in distributedInfo().
 #include <napi.h>
 
+#include "autograd_util.h"
 #include "guard.h"
 
 #include <ATen/ATen.h>
@@ -235,6 +236,7 @@ Napi::Value AllReduce(const Napi::CallbackInfo& info) {
   for (auto& t : tensors) {
     std::vector<at::Tensor> one{t};
     run_blocking(env, "allReduce", t, [&](auto& pg) { return pg->allreduce(one, opts); });
+    flexvid::MarkWritten(t);
   }
   return env.Undefined();
 }
@@ -250,6 +252,7 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info) {
   for (auto& t : tensors) {
     std::vector<at::Tensor> one{t};
     run_blocking(env, "broadcast", t, [&](auto& pg) { return pg->broadcast(one, opts); });
+    flexvid::MarkWritten(t);
   }
   return env.Undefined();
 }

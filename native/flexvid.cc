@@ -12,6 +12,7 @@
 
 #include <napi.h>
 
+#include "autograd_util.h"
 #include "guard.h"
 
 #include <ATen/ATen.h>
@@ -429,6 +430,7 @@ Napi::Value CopyInto(const Napi::CallbackInfo& info) {
   }
   const uint8_t* src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
   if (nbytes) std::memcpy(t.data_ptr(), src, nbytes);
+  flexvid::MarkWritten(t);
   return env.Undefined();
 }
 
@@ -859,6 +861,20 @@ Napi::Value SetCpuCache(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), SetCpuCacheEnabled(info[0].ToBoolean().Value()));
 }
 
+// tensorVersions(tensors[]) -> the sum of their version counters (bumped by every in-place write;
+// versions only grow, so for the same tensors a changed sum means some tensor was written), or −1
+// when one of them is an inference tensor (those have no counter).
+Napi::Value TensorVersions(const Napi::CallbackInfo& info) {
+  auto arr = info[0].As<Napi::Array>();
+  double sum = 0;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    const at::Tensor& t = unwrap_tensor(arr.Get(i), "tensorVersions");
+    if (t.is_inference()) return Napi::Number::New(info.Env(), -1);
+    sum += static_cast<double>(t._version());
+  }
+  return Napi::Number::New(info.Env(), sum);
+}
+
 // cpuCacheBytes() -> bytes of freed tensor buffers the caching CPU allocator holds for reuse.
 Napi::Value CpuCacheBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(CachedCpuBytes()));
@@ -902,6 +918,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("liveCount", Napi::Function::New(env, flexvid::Guarded<LiveCount>));
   exports.Set("liveBytes", Napi::Function::New(env, flexvid::Guarded<LiveBytes>));
   exports.Set("setCpuCache", Napi::Function::New(env, flexvid::Guarded<SetCpuCache>));
+  exports.Set("tensorVersions", Napi::Function::New(env, flexvid::Guarded<TensorVersions>));
   exports.Set("cpuCacheBytes", Napi::Function::New(env, flexvid::Guarded<CpuCacheBytes>));
   exports.Set("setRequiresGrad", Napi::Function::New(env, flexvid::Guarded<SetRequiresGrad>));
   exports.Set("grad", Napi::Function::New(env, flexvid::Guarded<Grad>));

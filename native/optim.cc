@@ -14,6 +14,8 @@
 //   d ← √v / √(1−β₂ᵗ) + ε            (sqrt, div_, add_)
 //   p ← p + ((−step)·m) / d          (addcdiv_)
 #include <torch/torch.h>
+
+#include "autograd_util.h"
 #include <torch/library.h>
 
 #include <ATen/Parallel.h>
@@ -171,6 +173,7 @@ bool AdamW(at::TensorList params, at::TensorList grads, at::TensorList exp_avg, 
   } else {
     Update<double>(ps, gs, ms, vs, MakeConstants<double>(decay, beta1, beta2, bc2_sqrt, eps, step_size));
   }
+  for (size_t i = 0; i < n; ++i) MarkWritten(ps[i]), MarkWritten(ms[i]), MarkWritten(vs[i]);
   return true;
 }
 

@@ -888,6 +888,16 @@ export function setCpuCache(enabled: boolean): boolean {
   return (native.setCpuCache as (on: boolean) => boolean)(enabled);
 }
 
+/**
+ * The sum of the tensors' version counters. Every in-place write bumps its tensor's counter (ATen's
+ * in-place operators, and flexvid's native writers: AdamW, `setData`, collectives), and counters
+ * only grow, so for the same tensors a different sum means one of them was written. −1 when one is
+ * an inference tensor (no counter: nothing can be concluded).
+ */
+export function versionSum(tensors: readonly Tensor[]): number {
+  return (native.tensorVersions as (h: unknown[]) => number)(tensors.map((t) => t.handle));
+}
+
 /** Bytes of freed tensor buffers the caching CPU allocator holds for reuse. */
 export function cpuCacheBytes(): number {
   return (native.cpuCacheBytes as () => number)();

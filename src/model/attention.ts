@@ -288,7 +288,7 @@ export class FactorizedAttentionBlock extends Module {
  * forward pass. Layers are grouped by width. Shapes: φ `[B, T, T, 3]`, emb `[B, E]` → per block
  * `{k, q, v}`, each `[B, T, T, C]`.
  */
-export function relativeTermsOf(blocks: FactorizedAttentionBlock[], phi: Tensor, emb: Tensor): Map<FactorizedAttentionBlock, RelativeTerms> {
+export function relativeTermsOf(blocks: FactorizedAttentionBlock[], phi: Tensor, emb: Tensor, owner?: Module): Map<FactorizedAttentionBlock, RelativeTerms> {
   const out = new Map<FactorizedAttentionBlock, RelativeTerms>();
   const byWidth = new Map<number, FactorizedAttentionBlock[]>();
   for (const b of blocks) {
@@ -301,15 +301,23 @@ export function relativeTermsOf(blocks: FactorizedAttentionBlock[], phi: Tensor,
     const terms = tidy(() => {
       const nets = group.flatMap((b) => b.rpeNets); // G = 3·layers networks
       const G = nets.length;
-      const w = (pick: (n: RpeNet) => Linear, name: 'weight' | 'bias') => cat(nets.map((n) => pick(n).param(name)), 0);
+      // Stacked weights: kept by `owner` between no-grad calls (sampling), made afresh otherwise.
+      const joined = (key: string, parts: Tensor[], join: () => Tensor) => (owner ? owner.derived(`rpe.${C}.${key}`, parts, join) : join());
+      const w = (pick: (n: RpeNet) => Linear, name: 'weight' | 'bias', key: string) => {
+        const parts = nets.map((n) => pick(n).param(name));
+        return joined(`${key}.${name}`, parts, () => cat(parts, 0));
+      };
       // z = embed_distances(φ) + embed_diffusion_time(emb), all networks side by side: [B, T·T, G·C]
-      const d = linear(phi.reshape([B * T * T, 3]), w((n) => n.embedDistances, 'weight'), w((n) => n.embedDistances, 'bias'));
-      const e = linear(emb, w((n) => n.embedDiffusionTime, 'weight'), w((n) => n.embedDiffusionTime, 'bias'));
+      const d = linear(phi.reshape([B * T * T, 3]), w((n) => n.embedDistances, 'weight', 'distances'), w((n) => n.embedDistances, 'bias', 'distances'));
+      const e = linear(emb, w((n) => n.embedDiffusionTime, 'weight', 'time'), w((n) => n.embedDiffusionTime, 'bias', 'time'));
       const z = d.view([B, T * T, G * C]).add(e.unsqueeze(1)).silu();
       // out: per network [B·T·T, C] @ W_gᵀ + b_g, as one batched product over the G networks
       const zg = z.view([B * T * T, G, C]).transpose(0, 1); // [G, B·T·T, C] (a view; the product reads it in place or copies)
-      const wOut = stack(nets.map((n) => n.out.param('weight')), 0).transpose(1, 2); // [G, C(in), C(out)]
-      const r = batchedMatmul(zg.contiguous(), wOut).add(stack(nets.map((n) => n.out.param('bias')), 0).unsqueeze(1)); // [G, B·T·T, C]
+      const outW = nets.map((n) => n.out.param('weight'));
+      const outB = nets.map((n) => n.out.param('bias'));
+      const wOut = joined('out.weight', outW, () => stack(outW, 0).transpose(1, 2)); // [G, C(in), C(out)]
+      const bOut = joined('out.bias', outB, () => stack(outB, 0).unsqueeze(1)); // [G, 1, C]
+      const r = batchedMatmul(zg.contiguous(), wOut).add(bOut); // [G, B·T·T, C]
       return r.unbind(0).map((t) => t.view([B, T, T, C]));
     });
     group.forEach((b, i) => out.set(b, { k: terms[3 * i]!, q: terms[3 * i + 1]!, v: terms[3 * i + 2]! }));

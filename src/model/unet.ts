@@ -137,7 +137,7 @@ export class EmbeddingTerms {
    * consecutive rows of the result (`[N·repeat, ΣC]`): the video U-Net's frames share their video's
    * embedding, so the product runs once per video rather than once per frame.
    */
-  static of(blocks: ResBlock[], emb: Tensor, repeat = 1): EmbeddingTerms {
+  static of(blocks: ResBlock[], emb: Tensor, repeat = 1, owner?: Module): EmbeddingTerms {
     const columns = new Map<ResBlock, { start: number; width: number }>();
     let start = 0;
     const lins = blocks.map((b) => {
@@ -148,8 +148,13 @@ export class EmbeddingTerms {
       return lin;
     });
     const all = tidy(() => {
-      const w = cat(lins.map((l) => l.param('weight')), 0); // [ΣC, E]
-      const bias = cat(lins.map((l) => l.param('bias')), 0);
+      // The concatenated weights are kept by `owner` between no-grad calls (sampling).
+      const joined = (name: 'weight' | 'bias') => {
+        const parts = lins.map((l) => l.param(name));
+        return owner ? owner.derived(`emb_layers.${name}`, parts, () => cat(parts, 0)) : cat(parts, 0);
+      };
+      const w = joined('weight'); // [ΣC, E]
+      const bias = joined('bias');
       const perRow = linear(emb.silu(), w, bias); // [N, ΣC]
       if (repeat === 1) return perRow;
       const [n, width] = perRow.shape as [number, number];
@@ -411,7 +416,7 @@ export class UNetVideoModel extends Module {
       const maskBias = zeros([B, 1, T, T], { device: inp.x.device, dtype: inp.x.dtype }).maskedFill(same.logicalNot().reshape([B, 1, T, T]), -Infinity);
       const phi = relativePositionFeatures(inp.frameIndices).to({ dtype: inp.x.dtype, copy: false });
       // Every temporal layer's relative-position terms at once (they depend on φ and t only).
-      const terms = relativeTermsOf(this.#attentionBlocks, phi, embVideo);
+      const terms = relativeTermsOf(this.#attentionBlocks, phi, embVideo, this);
       const ctx: TemporalContext = { B, T, phi, emb: embVideo, maskBias, terms };
 
       // After the last temporal attention only the frames in `keep` are carried on (outputMask).
@@ -419,7 +424,7 @@ export class UNetVideoModel extends Module {
       const keep = kept?.index ?? null;
       // Every ResBlock's emb_layers output at once; made here, like the narrowed copies, because
       // they outlive the block that cuts.
-      let embTerms = EmbeddingTerms.of(this.#resBlocks, embVideo, T);
+      let embTerms = EmbeddingTerms.of(this.#resBlocks, embVideo, T, this);
       // A contiguous run of frames (one video) is cut as a view instead of a copy.
       const span = kept?.span ?? null;
       const pick = (t: Tensor): Tensor => (span ? t.narrow(0, span.start, span.length) : t.indexSelect(0, keep!));

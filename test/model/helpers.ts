@@ -1,5 +1,5 @@
 /** Test helpers shared by the model tests. */
-import { noGrad, arange, setFusedAttention, setFusedGroupNorm, setWinogradConv, type Tensor } from '../../src/engine/index.ts';
+import { noGrad, arange, setFusedAttention, setFusedGroupNorm, setWinogradConv, tidy } from '../../src/engine/index.ts';
 import type { Module } from '../../src/nn/index.ts';
 
 /**
@@ -12,13 +12,13 @@ export function deterministicFill(model: Module): void {
       let h = 0;
       for (const c of name) h += c.charCodeAt(0);
       h %= 97;
-      const i = arange(0, p.numel, 1, { dtype: 'float64' });
-      const v = i.mul(0.1).add(h).sin();
-      const isNorm = name.includes('.norm.') || name.includes('in_layers.0') || name.includes('out_layers.0') || name.startsWith('out.0');
-      const w = isNorm ? (name.endsWith('weight') ? v.mul(0.1).add(1) : v.mul(0.1)) : v.mul(0.05);
-      const shaped = w.reshape(p.shape);
-      p.copy_(shaped);
-      for (const t of [i, v, w, shaped] as Tensor[]) t.dispose();
+      tidy(() => {
+        const i = arange(0, p.numel, 1, { dtype: 'float64' });
+        const v = i.mul(0.1).add(h).sin();
+        const isNorm = name.includes('.norm.') || name.includes('in_layers.0') || name.includes('out_layers.0') || name.startsWith('out.0');
+        const w = isNorm ? (name.endsWith('weight') ? v.mul(0.1).add(1) : v.mul(0.1)) : v.mul(0.05);
+        p.copy_(w.reshape(p.shape));
+      });
     }
   });
 }

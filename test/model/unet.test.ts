@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { arange, inferenceMode, liveTensorCount, randn, tensor, tidy, zeros, ones } from '../../src/engine/index.ts';
+import { arange, inferenceMode, liveTensorCount, noGrad, onesLike, randn, tensor, tidy, zeros, ones } from '../../src/engine/index.ts';
+import { AdamW } from '../../src/nn/index.ts';
 import { UNetVideoModel } from '../../src/model/unet.ts';
 import { attentionProbe } from '../../src/model/attention.ts';
 import { readNpy } from '../../src/data/npy.ts';
@@ -79,12 +80,14 @@ test('a freshly built model outputs exactly zero; output shapes for pixels and l
 });
 
 test('matches the spec-derived PyTorch model on the same weights and inputs (fixture); the fast kernels round like float32', () => {
+  // Counted before the models exist: their no-grad forwards keep derived weights (Module.derived)
+  // until dispose().
+  const before = liveTensorCount();
   const m = new UNetVideoModel({ imageSize: 32, modelChannels: 32, numResBlocks: 1, numHeads: 2 });
   deterministicFill(m);
   const m64 = new UNetVideoModel({ imageSize: 32, modelChannels: 32, numResBlocks: 1, numHeads: 2 });
   deterministicFill(m64);
   m64.to({ dtype: 'float64' });
-  const before = liveTensorCount();
   tidy(() => {
     const B = 2, T = 5, n = B * T * 3 * 32 * 32;
     const i = arange(0, n, 1, { dtype: 'float64' });
@@ -124,9 +127,9 @@ test('matches the spec-derived PyTorch model on the same weights and inputs (fix
     assert.ok(maxErr(fast, truth) < 2e-4 && rms(fast, truth) < 1e-5, `fast kernels vs float64: max ${maxErr(fast, truth)}, rms ${rms(fast, truth)}`);
     assert.ok(maxErr(fast, ref) < 2e-4, `fast kernels vs PyTorch: max abs error ${maxErr(fast, ref)}`);
   });
-  assert.equal(liveTensorCount(), before);
   m.dispose();
   m64.dispose();
+  assert.equal(liveTensorCount(), before);
 });
 
 test('temporal attention between used and unused frames is exactly zero in both directions (§11.4)', () => {
@@ -171,4 +174,38 @@ test('training (einsum) and sampling (batched GEMM) forms of temporal attention 
     assert.ok(diff < 1e-4, `max diff ${diff}`);
   });
   m.dispose();
+});
+
+test('no-grad forwards reuse the joined embedding and RPE weights until the parameters change, then agree with a fresh computation', () => {
+  const before = liveTensorCount();
+  const m = new UNetVideoModel({ imageSize: 32, modelChannels: 32, numResBlocks: 1, numHeads: 2 });
+  deterministicFill(m);
+  tidy(() => {
+    const B = 1, T = 4, n = B * T * 3 * 32 * 32;
+    const i = arange(0, n, 1);
+    const inputs = {
+      x: i.mul(0.011).sin().reshape([B, T, 3, 32, 32]),
+      x0: i.mul(0.005).cos().reshape([B, T, 3, 32, 32]),
+      timesteps: tensor([321]),
+      frameIndices: tensor([[0, 2, 5, 9]], { dtype: 'int64' }),
+      obsMask: tensor([[1, 0, 1, 0]]),
+      latentMask: tensor([[0, 1, 0, 1]]),
+    };
+    const run = () => m.forward(inputs);
+    const diff = (a: ReturnType<typeof run>, b: ReturnType<typeof run>) => a.sub(b).abs().max().item();
+    const first = noGrad(run);
+    assert.equal(diff(noGrad(run), first), 0, 'a second no-grad forward (kept weights) gives the same output');
+    // An optimiser step writes every parameter in place (natively: no ATen operator involved).
+    const opt = new AdamW(m, { lr: 1e-2 });
+    for (const p of m.parameters()) p.setGrad(onesLike(p));
+    opt.step();
+    opt.dispose();
+    for (const p of m.parameters()) p.zeroGrad();
+    const after = noGrad(run);
+    const fresh = run().detach(); // grad mode: every joined weight made from the parameters now
+    assert.ok(diff(after, first) > 1e-3, 'the step changed the output');
+    assert.ok(diff(after, fresh) < 1e-5, `after the step, kept vs fresh weights: ${diff(after, fresh)}`);
+  });
+  m.dispose();
+  assert.equal(liveTensorCount(), before);
 });

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as E from '../../src/engine/index.ts';
-import { Conv2d, Conv3d, Dropout, GroupNorm, LayerNorm, Linear, Module, ModuleList, Sequential, SiLU, setInitSeed } from '../../src/nn/index.ts';
+import { AdamW, Conv2d, Conv3d, Dropout, GroupNorm, LayerNorm, Linear, Module, ModuleList, Sequential, SiLU, setInitSeed } from '../../src/nn/index.ts';
 import { StateDictError } from '../../src/nn/module.ts';
 
 class Block extends Module {
@@ -126,4 +126,52 @@ test('Module.to casts floating parameters; dispose frees everything', () => {
   y.dispose();
   b.dispose();
   assert.equal(E.liveTensorCount(), live);
+});
+
+test('derived tensors: kept while grad is off and the parts are unchanged; remade after any in-place write (ATen, AdamW, setData) and always with grad on', () => {
+  const before = E.liveTensorCount();
+  class Pair extends Module {
+    readonly a = this.registerModule('a', new Linear(3, 2));
+    readonly b = this.registerModule('b', new Linear(3, 4));
+  }
+  const m = new Pair();
+  const parts = () => [m.a.param('weight'), m.b.param('weight')];
+  let made = 0;
+  const joined = () => m.derived('w', parts(), () => (made++, E.cat(parts(), 0)));
+  const values = () => Array.from(E.cat(parts(), 0).toFloat32Array());
+  E.tidy(() => E.noGrad(() => {
+    const first = joined();
+    assert.equal(joined(), first, 'the same tensor handed out again');
+    assert.equal(made, 1);
+    // an ATen in-place operator
+    m.a.param('weight').mul_(2);
+    const second = joined();
+    assert.equal(made, 2);
+    assert.deepEqual(Array.from(second.toFloat32Array()), values());
+    assert.equal(first.isDisposed, true, 'the stale tensor is freed');
+    // flexvid's native AdamW (writes through data pointers)
+    const opt = new AdamW([m.a.param('weight'), m.b.param('weight')], { lr: 0.1 });
+    for (const p of parts()) p.setGrad(E.onesLike(p));
+    opt.step();
+    assert.deepEqual(Array.from(joined().toFloat32Array()), values());
+    assert.equal(made, 3);
+    // setData (a byte copy into the tensor)
+    m.b.param('weight').setData(new Float32Array(12).fill(0.5));
+    assert.deepEqual(Array.from(joined().toFloat32Array()), values());
+    assert.equal(made, 4);
+    // a different part list under the same key
+    m.derived('w', [m.a.param('weight')], () => (made++, m.a.param('weight').clone()));
+    assert.equal(made, 5);
+    opt.dispose();
+    for (const p of parts()) p.zeroGrad();
+  }));
+  // grad on: made every call, and the result reaches the parameters
+  const y = joined();
+  assert.equal(made, 6);
+  assert.equal(y.requiresGrad, true);
+  y.dispose();
+  joined().dispose();
+  assert.equal(made, 7);
+  m.dispose();
+  assert.equal(E.liveTensorCount(), before, 'dispose() frees the kept tensors');
 });
