@@ -231,7 +231,31 @@ FLEXVID_CLONES void ForwardTile16(const Inputs& in, const Dims& s, float scale, 
   for (int64_t i = 0; i < T; ++i) {
     const F16* q = qs + i * d;
     F16 mx = ninf;
-    for (int64_t j = 0; j < T; ++j) {
+    int64_t j = 0;
+    // Four frames j at a time: four independent sums over e (each in the same order as the single
+    // loop below, so the same rounding), not one chain of dependent adds.
+    for (; s.rpe && j + 4 <= T; j += 4) {
+      const F16 *k0 = ks + j * d, *k1 = k0 + d, *k2 = k1 + d, *k3 = k2 + d;
+      const float *rk0 = in.rk + s.R(bb, i, j, h), *rk1 = in.rk + s.R(bb, i, j + 1, h),
+                  *rk2 = in.rk + s.R(bb, i, j + 2, h), *rk3 = in.rk + s.R(bb, i, j + 3, h);
+      const float *rq0 = in.rq + s.R(bb, j, i, h), *rq1 = in.rq + s.R(bb, j + 1, i, h),
+                  *rq2 = in.rq + s.R(bb, j + 2, i, h), *rq3 = in.rq + s.R(bb, j + 3, i, h);
+      F16 z0 = {}, z1 = {}, z2 = {}, z3 = {};
+      for (int64_t e = 0; e < d; ++e) {
+        const F16 qe = q[e];
+        z0 += qe * (k0[e] + rk0[e]) + k0[e] * rq0[e];
+        z1 += qe * (k1[e] + rk1[e]) + k1[e] * rq1[e];
+        z2 += qe * (k2[e] + rk2[e]) + k2[e] * rq2[e];
+        z3 += qe * (k3[e] + rk3[e]) + k3[e] * rq3[e];
+      }
+      const F16 zs[4] = {z0, z1, z2, z3};
+      for (int u = 0; u < 4; ++u) {
+        const F16 z = zs[u] * scale + (s.bias ? in.bias[(bb * T + i) * T + j + u] : 0.0f);
+        a[j + u] = z;
+        mx = MaxF16(mx, z);
+      }
+    }
+    for (; j < T; ++j) {
       const F16* k = ks + j * d;
       F16 z = {};
       if (s.rpe) {
@@ -256,9 +280,25 @@ FLEXVID_CLONES void ForwardTile16(const Inputs& in, const Dims& s, float scale, 
       a[j] *= inv;
       if (attn) StoreF16(attn + s.Attn(bb, h, i, j) + p0, a[j]);
     }
-    // o_i = Σ_j a_ij (v_j + R^v_ij)
+    // o_i = Σ_j a_ij (v_j + R^v_ij), four channels at a time: four independent sums (each still
+    // over j in order, so the same rounding) instead of one chain of dependent multiply-adds.
     float* o = out + s.Out(bb, i, h) + p0;
-    for (int64_t e = 0; e < d; ++e) {
+    int64_t e = 0;
+    for (; e + 4 <= d; e += 4) {
+      F16 acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
+      for (int64_t j = 0; j < T; ++j) {
+        const F16* v = vs + j * d + e;
+        const F16 aj = a[j];
+        if (s.rpe) {
+          const float* rv = in.rv + s.R(bb, i, j, h) + e;
+          acc0 += aj * (v[0] + rv[0]), acc1 += aj * (v[1] + rv[1]), acc2 += aj * (v[2] + rv[2]), acc3 += aj * (v[3] + rv[3]);
+        } else {
+          acc0 += aj * v[0], acc1 += aj * v[1], acc2 += aj * v[2], acc3 += aj * v[3];
+        }
+      }
+      StoreF16(o + e * P, acc0), StoreF16(o + (e + 1) * P, acc1), StoreF16(o + (e + 2) * P, acc2), StoreF16(o + (e + 3) * P, acc3);
+    }
+    for (; e < d; ++e) {
       F16 acc = {};
       for (int64_t j = 0; j < T; ++j) {
         const F16 v = vs[j * d + e];
