@@ -248,7 +248,10 @@ at::Tensor TransformedFilters(const at::Tensor& w, bool input_grad, int64_t tile
     FilterEntry& e = it->second;
     if (std::memcmp(e.weights.data_ptr(), w.data_ptr(), bytes) != 0) {
       e.u = transform();  // a new tensor: a caller may still hold the old one
-      e.weights.copy_(w);
+      // A byte copy, not copy_: the kept copy may be an inference tensor (made under inference
+      // mode) and this call outside it, where ATen refuses in-place writes to inference tensors.
+      // (Freed weights' addresses are reused, so a key can meet another model's weights.)
+      std::memcpy(e.weights.data_ptr(), w.data_ptr(), bytes);
     }
     return e.u;
   }

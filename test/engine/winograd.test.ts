@@ -162,8 +162,9 @@ test('own Winograd in inference with few tiles: kept transformed weights follow 
     const x = E.randn([N, C, H, W], g);
     const w = E.randn([O, C, 3, 3], g).mul(0.1);
     const b = E.randn([O], g);
-    const check = (tag: string) => {
-      const got = E.inferenceMode(() => call('flexvid::conv3x3', x, w, b) as E.Tensor).toFloat64Array();
+    const check = (tag: string, inference = true) => {
+      const conv = () => call('flexvid::conv3x3', x, w, b) as E.Tensor;
+      const got = (inference ? E.inferenceMode(conv) : E.noGrad(conv)).toFloat64Array();
       const want = naiveConv(x.toFloat64Array(), w.toFloat64Array(), b.toFloat64Array(), N, C, O, H, W);
       assert.ok(relErr(got, want) < 1e-5, `${tag}: ${relErr(got, want)}`);
     };
@@ -173,6 +174,11 @@ test('own Winograd in inference with few tiles: kept transformed weights follow 
     check('after an in-place update');
     E.noGrad(() => w.narrow(0, 5, 1).zero_()); // a change to one filter only
     check('after changing one filter');
+    // kept under inference mode, refreshed outside it (plain no-grad): the kept copy is an
+    // inference tensor there, which must not be written by an ATen operator
+    E.noGrad(() => w.mul_(0.5));
+    check('refreshed outside inference mode', false);
+    check('and inside it again');
   });
 });
 
