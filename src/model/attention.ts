@@ -187,9 +187,11 @@ class AttentionLayer extends Module {
 
   /**
    * Temporal attention with RPE and frame-group mask. Shape: h `[B·T, C, H, W]` → same; attends
-   * over the T frames of each video at each position (§4.3 steps 1–7).
+   * over the T frames of each video at each position (§4.3 steps 1–7). With `rows`, only the
+   * frames it picks are projected and returned (`[N', C, H, W]`): every frame still serves as key
+   * and value, but outputs nobody reads are not computed.
    */
-  temporal(h: Tensor, ctx: TemporalContext): Tensor {
+  temporal(h: Tensor, ctx: TemporalContext, rows?: (t: Tensor) => Tensor): Tensor {
     return tidy(() => {
       const { B, T } = ctx;
       const [, C, H, W] = h.shape as [number, number, number, number];
@@ -203,7 +205,10 @@ class AttentionLayer extends Module {
         const xnF = groupNormFrames(h.reshape([B, T, C, P]), this.norm.numGroups, this.norm.param('weight'), this.norm.param('bias'), this.norm.eps).view([B * T, C, P]);
         const qkvF = this.#project(xnF, this.qkv); // [B·T, 3C, P]
         const o = fusedTemporalAttention(qkvF, this.relativeTerms(ctx), ctx.maskBias?.reshape([B, T, T]) ?? null, B, nh, scale);
-        if (o) return this.#projectOut(o, xnF).view([B * T, C, H, W]); // residual on GN(x)
+        if (o) {
+          const [oRows, xRows] = rows ? [rows(o), rows(xnF)] : [o, xnF];
+          return this.#projectOut(oRows, xRows).view([oRows.size(0), C, H, W]); // residual on GN(x)
+        }
       }
       // rows (b, p) of sequences over t, channel-major: [B·P, C, T]
       const x = h.reshape([B, T, C, P]).permute([0, 3, 2, 1]).reshape([B * P, C, T]);
@@ -250,8 +255,8 @@ class AttentionLayer extends Module {
       }
       // merge heads → [B·P, C, T] (channel = h·d + e), project, residual on the normalised input
       const merged = o.permute([0, 2, 1, 4, 3]).reshape([B * P, C, T]);
-      const y = this.#projectOut(merged, xn);
-      return y.view([B, P, C, T]).permute([0, 3, 2, 1]).reshape([B * T, C, H, W]);
+      const y = this.#projectOut(merged, xn).view([B, P, C, T]).permute([0, 3, 2, 1]).reshape([B * T, C, H, W]);
+      return rows ? rows(y) : y;
     });
   }
 }

@@ -202,11 +202,16 @@ export class Upsample extends Module {
 type BlockLayer = ResBlock | FactorizedAttentionBlock | Downsample | Upsample | Conv2d;
 
 /**
- * Where a forward pass stops computing frames whose output nobody reads: called with the features
- * right after the last temporal attention (frames are independent from there on), it returns
- * those features and the per-frame time embedding restricted to the frames still wanted.
+ * Where a forward pass stops computing frames whose output nobody reads: the last temporal
+ * attention (frames are independent from there on) projects only the rows `rows` keeps, and
+ * `embedding` then gives the per-frame time embedding of those frames.
  */
-export type FrameCut = (h: Tensor) => { h: Tensor; emb: Tensor; embTerms?: EmbeddingTerms };
+export interface FrameCut {
+  /** The rows (frames) still wanted of a `[N, …]` tensor: `[N', …]`. */
+  rows(t: Tensor): Tensor;
+  /** Called once the features are cut: the time embedding (and precomputed terms) of the kept frames. */
+  embedding(): { emb: Tensor; embTerms?: EmbeddingTerms };
+}
 
 /** A block of the U-Net: its layers get the time embedding / temporal context they need. */
 export class UNetBlock extends Module {
@@ -220,8 +225,8 @@ export class UNetBlock extends Module {
 
   /**
    * x `[N, C, H, W]`, emb `[N, E]` → `[N', C', H', W']`. With `cut`, the attention layer at index
-   * `cut.layer` runs its temporal half on all N frames, then `cut.apply` narrows the frames (N' ≤ N)
-   * before its spatial half and every later layer. `embTerms` holds the ResBlocks' emb_layers
+   * `cut.layer` runs its temporal half on all N frames but projects only the frames `cut.apply.rows`
+   * keeps (N' ≤ N); its spatial half and every later layer see those frames only. `embTerms` holds the ResBlocks' emb_layers
    * outputs when precomputed (`EmbeddingTerms`).
    */
   forward(x: Tensor | SkipPair, emb: Tensor, ctx: TemporalContext, cut?: { layer: number; apply: FrameCut }, embTerms?: EmbeddingTerms): Tensor {
@@ -237,7 +242,8 @@ export class UNetBlock extends Module {
         if (l instanceof ResBlock) h = l.forward(h, e, terms?.get(l));
         else if (l instanceof FactorizedAttentionBlock) {
           if (cut && cut.layer === i) {
-            ({ h, emb: e, embTerms: terms } = cut.apply(l.temporalAttention.temporal(h, ctx)));
+            h = l.temporalAttention.temporal(h, ctx, cut.apply.rows);
+            ({ emb: e, embTerms: terms } = cut.apply.embedding());
             h = l.spatialAttention.spatial(h);
           } else h = l.forward(h, ctx);
         } else h = l.forward(h);
@@ -433,11 +439,14 @@ export class UNetVideoModel extends Module {
       let narrowed = false;
       let e = emb;
       const cutAt = keep ? this.#lastTemporal : null;
-      const cut: FrameCut = (h) => {
-        narrowed = true;
-        e = embKept!;
-        embTerms = termsKept!;
-        return { h: pick(h), emb: e, embTerms };
+      const cut: FrameCut = {
+        rows: pick,
+        embedding: () => {
+          narrowed = true;
+          e = embKept!;
+          embTerms = termsKept!;
+          return { emb: e, embTerms };
+        },
       };
       const run = (block: UNetBlock, index: number, x: Tensor | SkipPair): Tensor =>
         block.forward(x, e, ctx, cutAt?.block === index ? { layer: cutAt.layer, apply: cut } : undefined, embTerms);
