@@ -145,9 +145,4 @@ bool SetCpuCacheEnabled(bool on) {
   return g_allocator != nullptr;
 }
 
-// Returns the cached buffers to the system allocator.
-void TrimCpuCache() {
-  if (g_allocator) g_allocator->Trim();
-}
-
 }  // namespace flexvid

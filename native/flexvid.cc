@@ -851,14 +851,11 @@ void InstallCachingCpuAllocator();
 bool SetCpuCacheEnabled(bool on);
 size_t CachedCpuBytes();
 }  // namespace flexvid
-using flexvid::CachedCpuBytes;
-using flexvid::InstallCachingCpuAllocator;
-using flexvid::SetCpuCacheEnabled;
 
 // setCpuCache(on) -> whether the caching CPU allocator is installed (FLEXVID_CPU_CACHE=0 leaves
 // libtorch's own); off also returns the cached buffers to the system.
 Napi::Value SetCpuCache(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), SetCpuCacheEnabled(info[0].ToBoolean().Value()));
+  return Napi::Boolean::New(info.Env(), flexvid::SetCpuCacheEnabled(info[0].ToBoolean().Value()));
 }
 
 // tensorVersions(tensors[]) -> the sum of their version counters (bumped by every in-place write;
@@ -877,7 +874,7 @@ Napi::Value TensorVersions(const Napi::CallbackInfo& info) {
 
 // cpuCacheBytes() -> bytes of freed tensor buffers the caching CPU allocator holds for reuse.
 Napi::Value CpuCacheBytes(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(CachedCpuBytes()));
+  return Napi::Number::New(info.Env(), static_cast<double>(flexvid::CachedCpuBytes()));
 }
 
 // Defined in c10d.cc when the distributed layer is compiled in.
@@ -901,7 +898,7 @@ static void TuneAllocator() {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   TuneAllocator();
-  InstallCachingCpuAllocator();
+  flexvid::InstallCachingCpuAllocator();
   exports.Set("resolveOp", Napi::Function::New(env, flexvid::Guarded<ResolveOp>));
   exports.Set("opSchema", Napi::Function::New(env, flexvid::Guarded<OpSchema>));
   exports.Set("callOp", Napi::Function::New(env, flexvid::Guarded<CallOp>));

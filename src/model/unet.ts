@@ -225,9 +225,9 @@ export class UNetBlock extends Module {
 
   /**
    * x `[N, C, H, W]`, emb `[N, E]` → `[N', C', H', W']`. With `cut`, the attention layer at index
-   * `cut.layer` runs its temporal half on all N frames but projects only the frames `cut.apply.rows`
-   * keeps (N' ≤ N); its spatial half and every later layer see those frames only. `embTerms` holds the ResBlocks' emb_layers
-   * outputs when precomputed (`EmbeddingTerms`).
+   * `cut.layer` runs its temporal half on all N frames but projects only the frames
+   * `cut.apply.rows` keeps (N' ≤ N); its spatial half and every later layer see those frames only.
+   * `embTerms` holds the ResBlocks' emb_layers outputs when precomputed (`EmbeddingTerms`).
    */
   forward(x: Tensor | SkipPair, emb: Tensor, ctx: TemporalContext, cut?: { layer: number; apply: FrameCut }, embTerms?: EmbeddingTerms): Tensor {
     return tidy(() => {
